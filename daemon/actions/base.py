@@ -1,0 +1,65 @@
+"""The Action protocol, its value objects, the registry of `uses:` kinds, and retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from daemon.clock import Clock
+from daemon.registry import Registry
+from daemon.retry import with_retries
+
+
+class ActionParams(BaseModel):
+    """The `with:` block of an action; each kind subclasses it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionContext:
+    incident_id: int
+    attempt: int  # the incident's attempt number, over all its actions
+    action_attempt: int  # how many times this action id has been tried, this one included
+    clock: Clock
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"opsmedic-incident-{self.incident_id}-attempt-{self.attempt}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionResult:
+    ok: bool
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Action(Protocol):
+    async def run(self, params: Any, context: ActionContext) -> ActionResult:
+        """Act once. Raise TemporaryError to be retried, PermanentError to fail for good."""
+        ...
+
+
+@dataclass(frozen=True)
+class ActionKind:
+    params: type[ActionParams]
+    create: Callable[[], Action]
+
+
+ACTIONS: Registry[ActionKind] = Registry("action")
+
+
+async def run_with_retries(
+    action: Action, params: ActionParams, context: ActionContext, *, retries: int
+) -> ActionResult:
+    """Run an action, retrying TemporaryError with exponential backoff on the injected clock."""
+    return await with_retries(
+        lambda: action.run(params, context),
+        retries=retries,
+        clock=context.clock,
+        what=f"incident {context.incident_id}: action attempt {context.attempt}",
+    )

@@ -1,0 +1,59 @@
+"""A tiny HTTP client for probes and webhook actions (stdlib, run off the event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from daemon.errors import PermanentError, TemporaryError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Response:
+    status: int
+    body: bytes
+    elapsed: float
+    content_type: str = ""
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+async def request(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+    max_bytes: int = 10 * 1024 * 1024,
+) -> Response:
+    """Send one request. HTTP error statuses are returned, not raised; a failure to get any
+    response raises TemporaryError (refused, reset, timed out) or PermanentError (bad URL)."""
+    if not url.startswith(("http://", "https://")):
+        raise PermanentError(f"unsupported URL {url!r}: only http:// and https:// are allowed")
+    req = urllib.request.Request(url, data=body, method=method.upper(), headers=headers or {})  # noqa: S310
+
+    def send() -> Response:
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked
+                data = resp.read(max_bytes)
+                status, ctype = resp.status, resp.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            data = exc.read(max_bytes) if exc.fp else b""
+            status, ctype = exc.code, exc.headers.get("Content-Type", "") if exc.headers else ""
+        except TimeoutError as exc:
+            raise TemporaryError(f"{method} {url}: timed out after {timeout:g}s") from exc
+        except urllib.error.URLError as exc:
+            raise TemporaryError(f"{method} {url}: {exc.reason}") from exc
+        except (ConnectionError, OSError) as exc:
+            raise TemporaryError(f"{method} {url}: {exc}") from exc
+        return Response(
+            status=status, body=data, elapsed=time.monotonic() - started, content_type=ctype
+        )
+
+    return await asyncio.to_thread(send)

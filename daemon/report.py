@@ -1,0 +1,146 @@
+"""Plain-text tables for the CLI and the demo, and JSON-ready views of incidents."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from daemon.durations import format_duration
+from daemon.incidents import Event, Incident, IncidentStore
+from daemon.notify.console import labels_text
+from probes.base import Reading
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def stamp(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def actions_of(events: Sequence[Event]) -> list[str]:
+    return [str(e.data.get("action")) for e in events if e.kind == "action_started"]
+
+
+def outcome_of(incident: Incident) -> str:
+    return incident.resolution if incident.resolution else incident.status.value
+
+
+def summary_table(
+    store: IncidentStore, rows: Sequence[tuple[Incident | None, float, str, str]]
+) -> str:
+    """The demo's summary: one row per injected fault."""
+    body = []
+    for incident, injected_at, outcome, expected in rows:
+        if incident is None:
+            body.append(["-", "-", "-", "-", outcome, "-", expected])
+            continue
+        acts = actions_of(store.events(incident.id))
+        recovered = (
+            format_duration(incident.resolved_at - injected_at) if incident.resolved_at else "-"
+        )
+        body.append(
+            [
+                f"#{incident.id}",
+                incident.playbook,
+                format_duration(max(0.0, incident.opened_at - injected_at)),
+                ", ".join(acts) or "-",
+                outcome,
+                recovered,
+                expected,
+            ]
+        )
+    return table(
+        [
+            "incident",
+            "playbook",
+            "detected after",
+            "action(s)",
+            "outcome",
+            "time to recover",
+            "expected",
+        ],
+        body,
+    )
+
+
+def incidents_table(store: IncidentStore, incidents: Sequence[Incident]) -> str:
+    return table(
+        ["id", "status", "playbook", "target", "opened", "actions", "outcome", "summary"],
+        [
+            [
+                i.id,
+                i.status.value,
+                i.playbook,
+                labels_text(i.labels) or "-",
+                stamp(i.opened_at),
+                ", ".join(actions_of(store.events(i.id))) or "-",
+                outcome_of(i) if i.resolution else "-",
+                i.summary[:60],
+            ]
+            for i in incidents
+        ],
+    )
+
+
+def incident_detail(incident: Incident, events: Sequence[Event]) -> str:
+    head = [
+        f"incident #{incident.id}  {incident.playbook}  ({incident.severity})",
+        f"status:      {incident.status.value}"
+        + (f" ({incident.resolution})" if incident.resolution else ""),
+        f"target:      {labels_text(incident.labels) or '-'}",
+        f"fingerprint: {incident.fingerprint}",
+        f"opened:      {stamp(incident.opened_at)}",
+        f"resolved:    {stamp(incident.resolved_at)}",
+        f"summary:     {incident.summary}",
+        "",
+    ]
+    timeline = table(
+        ["time", "event", "message"], [[stamp(e.at), e.kind, e.message] for e in events]
+    )
+    return "\n".join(head) + timeline
+
+
+def incident_json(incident: Incident, events: Sequence[Event] | None = None) -> dict[str, Any]:
+    data = asdict(incident)
+    data["labels"] = dict(incident.labels)
+    if events is not None:
+        data["events"] = [asdict(e) | {"data": dict(e.data)} for e in events]
+    return data
+
+
+def readings_table(results: dict[str, list[Reading]]) -> str:
+    rows = [
+        [
+            name,
+            r.outcome.value,
+            "-" if r.value is None else f"{r.value:.6g}",
+            labels_text(r.labels) or "-",
+            r.message,
+        ]
+        for name, readings in results.items()
+        for r in (readings or [])
+    ] + [[name, "(no series)", "-", "-", "empty result"] for name, rs in results.items() if not rs]
+    return table(["playbook", "outcome", "value", "labels", "message"], rows)
+
+
+def reading_json(reading: Reading) -> dict[str, Any]:
+    value = reading.value
+    return {
+        "outcome": reading.outcome.value,
+        "value": None if value is None or value != value else value,
+        "labels": dict(reading.labels),
+        "message": reading.message,
+        "evidence": dict(reading.evidence),
+    }

@@ -1,0 +1,74 @@
+"""The timeline: append an event to the incident log, then tell every notifier about it.
+
+The write comes first, so a notifier that is down never loses an event; its failure is itself
+recorded. What a notifier returns (a Slack thread) is recorded too, for its later events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from daemon.clock import Clock
+from daemon.incidents import Event, Incident, IncidentStore
+from daemon.notify.base import Notification, Notifier, Route
+
+log = logging.getLogger(__name__)
+
+
+class Timeline:
+    def __init__(self, store: IncidentStore, notifiers: Sequence[Notifier], clock: Clock) -> None:
+        self.store = store
+        self.notifiers = list(notifiers)
+        self.clock = clock
+
+    def _receipts(self, incident_id: int) -> dict[str, Mapping[str, Any]]:
+        return {
+            e.data["notifier"]: e.data["receipt"]
+            for e in self.store.events(incident_id)
+            if e.kind == "notified"
+        }
+
+    async def record(
+        self,
+        incident: Incident,
+        kind: str,
+        message: str,
+        *,
+        route: Route | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event:
+        event = self.store.append(incident.id, kind, message, at=self.clock.now(), data=data)
+        current = self.store.get(incident.id) or incident
+        receipts = self._receipts(incident.id)
+        for notifier in self.notifiers:
+            note = Notification(
+                incident=current, event=event, route=route or Route(), receipts=receipts
+            )
+            try:
+                receipt = await notifier.notify(note)
+            except Exception as exc:  # noqa: BLE001 - a notifier must never break a response
+                log.error(
+                    "incident %s: %s notifier failed on %s: %s; the event stays in the log",
+                    incident.id,
+                    notifier.name,
+                    kind,
+                    exc,
+                )
+                self.store.append(
+                    incident.id,
+                    "notify_failed",
+                    f"{notifier.name}: {exc}",
+                    at=self.clock.now(),
+                    data={"notifier": notifier.name, "event": event.id},
+                )
+                continue
+            if receipt is not None:
+                self.store.append(
+                    incident.id,
+                    "notified",
+                    f"{receipt.notifier} posted",
+                    at=self.clock.now(),
+                    data={"notifier": receipt.notifier, "receipt": dict(receipt.data)},
+                )
+        return event

@@ -1,0 +1,107 @@
+"""The command line as scripts use it: exit codes, stderr messages, --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import main
+from daemon.incidents import IncidentStore
+from daemon.sandbox.web import ToyWebService
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_validate_shipped_playbooks_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(ROOT / "playbooks")]) == 0
+    assert "3 playbook(s) valid" in capsys.readouterr().out
+
+
+def test_validate_bad_playbook_exits_one_with_file_line_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nprobe: {kind: http, url: 'http://h', evry: 5s}\n")
+    assert main(["validate", str(bad)]) == 1
+    assert f"{bad}:2: probe.evry: unknown field 'evry' (did you mean 'every'?)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_validate_uses_config_playbooks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "opsmedic.yaml"
+    config.write_text(f"playbooks: [{ROOT / 'playbooks'}]\n")
+    assert main(["validate", "-c", str(config)]) == 0
+
+
+def test_check_prints_readings_without_opening_incidents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    web = ToyWebService().start()
+    try:
+        pb = tmp_path / "pb.yaml"
+        pb.write_text(f"name: web\nprobe: {{kind: http, url: '{web.url}/health'}}\n")
+        config = tmp_path / "opsmedic.yaml"
+        config.write_text("database: incidents.db\n")
+        assert main(["check", "-c", str(config), "--json", str(pb)]) == 0
+        [reading] = json.loads(capsys.readouterr().out)["web"]
+        assert reading["outcome"] == "ok" and reading["labels"] == {"url": f"{web.url}/health"}
+        web.break_dependency()
+        assert main(["check", "-c", str(config), str(pb)]) == 1
+        assert "breach" in capsys.readouterr().out
+    finally:
+        web.stop()
+    assert main(["check", "-c", str(config), str(pb)]) == 1  # unreachable counts as a breach
+    assert not (tmp_path / "incidents.db").exists()
+
+
+def test_check_probe_error_exits_three(tmp_path: Path) -> None:
+    pb = tmp_path / "pb.yaml"
+    pb.write_text(
+        f"name: fresh\nprobe: {{kind: freshness.sql, database: '{tmp_path}/missing.db', "
+        "table: t, column: c, error_after: 1h}\n"
+    )
+    assert main(["check", str(pb)]) == 3
+
+
+def test_incidents_list_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "incidents.db"
+    store = IncidentStore(db)
+    incident, _ = store.open(
+        fingerprint="f",
+        playbook="pb",
+        labels={"job": "etl"},
+        severity="warning",
+        summary="stale",
+        value=9.0,
+        at=1.0,
+    )
+    store.append(incident.id, "diagnosed", "rerun: first listed action", at=2.0)
+    store.close()
+    assert main(["incidents", "list", "--db", str(db), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["playbook"] == "pb" and row["status"] == "open" and row["labels"] == {"job": "etl"}
+    assert main(["incidents", "show", str(incident.id), "--db", str(db)]) == 0
+    shown = capsys.readouterr().out
+    assert "job=etl" in shown and "rerun: first listed action" in shown
+    assert main(["incidents", "show", "99", "--db", str(db)]) == 1
+    assert main(["incidents", "list", "--db", str(tmp_path / "none.db")]) == 3
+
+
+def test_schema_playbook_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "playbook"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "opsmedic playbook" and "probe" in schema["required"]
+
+
+def test_console_script_help_and_usage_error() -> None:
+    ok = subprocess.run([sys.executable, "-m", "daemon", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "Exit codes" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "daemon", "frobnicate"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
