@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from daemon import systemd
 from daemon.clock import Clock, SystemClock
@@ -100,9 +101,8 @@ class Engine:
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=max(1, int(every)),
-                next_run_time=None,
+                next_run_time=datetime.now(UTC),  # first check at once, then every `every`
             )
-            scheduler.modify_job(name, next_run_time=_utcnow())
         scheduler.start()
         self._scheduler = scheduler
 
@@ -231,12 +231,6 @@ class Engine:
         task.add_done_callback(done)
 
 
-def _utcnow() -> object:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
-
-
 def build_notifiers(settings: Settings, clock: Clock) -> list[Notifier]:
     notifiers: list[Notifier] = []
     if settings.notify.console:
@@ -244,6 +238,11 @@ def build_notifiers(settings: Settings, clock: Clock) -> list[Notifier]:
     slack = settings.notify.slack
     token = slack.token()
     if token:
+        if not slack.channel:
+            log.warning(
+                "Slack token set but no notify.slack.channel: only playbooks with "
+                "escalate.slack.channel will reach Slack"
+            )
         from daemon.notify.slack import SlackNotifier
 
         notifiers.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -50,8 +51,8 @@ async def request(
             raise TemporaryError(f"{method} {url}: timed out after {timeout:g}s") from exc
         except urllib.error.URLError as exc:
             raise TemporaryError(f"{method} {url}: {exc.reason}") from exc
-        except (ConnectionError, OSError) as exc:
-            raise TemporaryError(f"{method} {url}: {exc}") from exc
+        except (OSError, http.client.HTTPException) as exc:  # reset, refused, garbage reply
+            raise TemporaryError(f"{method} {url}: {exc!r}") from exc
         return Response(
             status=status, body=data, elapsed=time.monotonic() - started, content_type=ctype
         )

@@ -13,6 +13,7 @@ import math
 import re
 import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -78,16 +79,15 @@ class FreshnessSqlProbe:
         path = self._sqlite_path()
         if path is not None:
             try:
-                conn = sqlite3.connect(
-                    f"file:{path}?mode=ro", uri=True, timeout=self.config.timeout
-                )
-            except sqlite3.OperationalError as exc:
+                uri = Path(path).absolute().as_uri() + "?mode=ro"  # read-only, never creates
+                conn = sqlite3.connect(uri, uri=True, timeout=self.config.timeout)
+            except sqlite3.DatabaseError as exc:
                 raise PermanentError(f"cannot open SQLite database {path}: {exc}") from exc
             try:
                 cursor = conn.execute(self.config.sql())
                 names = [d[0] for d in cursor.description or ()]
                 return names, [tuple(r) for r in cursor.fetchall()]
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
                     raise TemporaryError(f"{path}: {exc}") from exc
                 raise PermanentError(f"{path}: {exc}") from exc

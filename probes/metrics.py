@@ -28,7 +28,7 @@ _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]
 
 
 def _unescape(value: str) -> str:
-    return value.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
 
 
 def parse_exposition(text: str) -> Iterable[tuple[str, dict[str, str], float]]:
@@ -108,28 +108,27 @@ class MetricsProbeConfig(ProbeConfig, Threshold):
         return value
 
 
+Series = tuple[str, Labels]  # metric name and all its labels
+
+
 class MetricsProbe:
     def __init__(self, config: MetricsProbeConfig, context: ProbeContext) -> None:
         self.config = config
         self.clock = context.clock
         self.numerator = Selector.parse(config.numerator)
         self.denominator = Selector.parse(config.denominator) if config.denominator else None
-        self._previous: tuple[float, dict[Labels, tuple[float, float]]] | None = None
+        self._previous: tuple[float, dict[Series, float]] | None = None
 
-    def _sums(self, text: str) -> dict[Labels, tuple[float, float]]:
-        sums: dict[Labels, list[float]] = {}
+    def _samples(self, text: str) -> dict[Series, tuple[float, bool, bool, Labels]]:
+        """Matching samples: value, in numerator, in denominator, group key."""
+        found = {}
         for name, labels, value in parse_exposition(text):
             in_num = self.numerator.matches(name, labels)
             in_den = self.denominator is not None and self.denominator.matches(name, labels)
-            if not (in_num or in_den):
-                continue
-            key = tuple((k, labels.get(k, "")) for k in self.config.by)
-            pair = sums.setdefault(key, [0.0, 0.0])
-            if in_num:
-                pair[0] += value
-            if in_den:
-                pair[1] += value
-        return {k: (v[0], v[1]) for k, v in sums.items()}
+            if in_num or in_den:
+                key = tuple((k, labels.get(k, "")) for k in self.config.by)
+                found[(name, tuple(sorted(labels.items())))] = (value, in_num, in_den, key)
+        return found
 
     async def check(self) -> list[Reading]:
         cfg = self.config
@@ -139,38 +138,44 @@ class MetricsProbe:
         if resp.status != 200:
             raise PermanentError(f"scrape of {cfg.url} answered HTTP {resp.status}")
         now = self.clock.now()
-        current = self._sums(resp.text())
-        previous, self._previous = self._previous, (now, current)
-        if not current:
-            return []  # an empty result resolves, as in Prometheus (unless no_data: breach)
+        samples = self._samples(resp.text())
+        previous, self._previous = self._previous, (now, {s: v[0] for s, v in samples.items()})
+        # per group: numerator, denominator, and whether any series had a previous sample
+        groups: dict[Labels, list[float]] = {}
+        for series, (value, in_num, in_den, key) in samples.items():
+            group = groups.setdefault(key, [0.0, 0.0, 0.0])
+            if cfg.rate:
+                if previous is None or series not in previous[1]:
+                    continue  # a new series has no increase yet (as rate() needs two samples)
+                before = previous[1][series]
+                value = value - before if value >= before else value  # per-series counter reset
+                group[2] = 1.0
+            group[0] += value if in_num else 0.0
+            group[1] += value if in_den else 0.0
         readings = []
-        for key, (num, den) in sorted(current.items()):
+        for key, (num, den, has_previous) in sorted(groups.items()):
             labels = dict(key)
             if cfg.rate:
-                if previous is None or key not in previous[1]:
+                if not has_previous:
                     readings.append(self._no_data(labels, "first scrape: a rate needs two"))
                     continue
-                before_num, before_den = previous[1][key]
-                num = num - before_num if num >= before_num else num  # counter reset
-                den = den - before_den if den >= before_den else den
                 if self.denominator is None:
-                    elapsed = now - previous[0]
+                    elapsed = now - previous[0] if previous else 0.0
                     den = elapsed if elapsed > 0 else math.nan
             value = self._value(num, den)
             if math.isnan(value):
                 readings.append(self._no_data(labels, "no traffic in the interval"))
                 continue
-            outcome = cfg.judge(value)
             readings.append(
                 Reading(
-                    outcome=outcome,
+                    outcome=cfg.judge(value),
                     labels=labels,
                     value=value,
                     message=f"value {value:.4g} (breach when {cfg.describe()})",
                     evidence={"numerator": num, "denominator": den},
                 )
             )
-        return readings
+        return readings  # no matching series: empty, which resolves (unless no_data: breach)
 
     def _value(self, num: float, den: float) -> float:
         if self.denominator is None and not self.config.rate:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 
 from pydantic import Field, model_validator
 
@@ -48,6 +50,7 @@ class CommandAction:
                 assert params.command is not None  # noqa: S101 - validated
                 proc = await asyncio.create_subprocess_shell(
                     params.command,
+                    start_new_session=True,
                     env=env,
                     cwd=params.cwd,
                     stdout=asyncio.subprocess.PIPE,
@@ -57,6 +60,7 @@ class CommandAction:
                 assert params.argv is not None  # noqa: S101 - validated
                 proc = await asyncio.create_subprocess_exec(
                     *params.argv,
+                    start_new_session=True,
                     env=env,
                     cwd=params.cwd,
                     stdout=asyncio.subprocess.PIPE,
@@ -67,7 +71,9 @@ class CommandAction:
         try:
             output, _ = await asyncio.wait_for(proc.communicate(), timeout=params.timeout)
         except TimeoutError:
-            proc.kill()
+            # the child leads its own process group: kill it all, not just a shell
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             return ActionResult(ok=False, message=f"killed after timeout {params.timeout:g}s")
         tail = output.decode("utf-8", errors="replace")[-OUTPUT_TAIL:]

@@ -30,7 +30,8 @@ class HttpAction:
         body = None
         if params.json_body is not None:
             body = json.dumps(params.json_body).encode()
-            headers.setdefault("Content-Type", "application/json")
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
         resp = await request(
             params.method, params.url, headers=headers, body=body, timeout=params.timeout
         )

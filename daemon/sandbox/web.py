@@ -24,7 +24,9 @@ class ToyWebService:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self._threads = [
-            threading.Thread(target=self.server.serve_forever, name="toy-web", daemon=True),
+            threading.Thread(
+                target=self.server.serve_forever, args=(0.05,), name="toy-web", daemon=True
+            ),
             threading.Thread(target=self._traffic, name="toy-web-traffic", daemon=True),
         ]
 
