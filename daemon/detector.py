@@ -24,6 +24,13 @@ def fingerprint(playbook: str, labels: Mapping[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def effective(outcome: Outcome, no_data: str) -> Outcome:
+    """A `no_data` outcome read through the probe's policy: ok, breach, or hold (= error)."""
+    if outcome is Outcome.NO_DATA:
+        return {"ok": Outcome.OK, "breach": Outcome.BREACH, "hold": Outcome.ERROR}[no_data]
+    return outcome
+
+
 class Phase(StrEnum):
     PENDING = "pending"
     FIRING = "firing"
@@ -77,11 +84,6 @@ class Detector:
     def forget(self, fp: str) -> None:
         self._series.pop(fp, None)
 
-    def _effective(self, outcome: Outcome) -> Outcome:
-        if outcome is Outcome.NO_DATA:
-            return {"ok": Outcome.OK, "breach": Outcome.BREACH, "hold": Outcome.ERROR}[self.no_data]
-        return outcome
-
     def observe(self, readings: list[Reading], at: float) -> list[Transition]:
         """Feed one complete scan of the probe; return the transitions it causes."""
         if not readings and self.no_data == "breach" and not self._series:
@@ -92,14 +94,14 @@ class Detector:
         for reading in readings:
             fp = fingerprint(self.playbook, reading.labels)
             seen.add(fp)
-            outcome = self._effective(reading.outcome)
+            outcome = effective(reading.outcome, self.no_data)
             if outcome is Outcome.ERROR:
                 probe_error = probe_error or not reading.labels
                 continue
             self._step(fp, reading.labels, outcome is Outcome.BREACH, at, reading, transitions)
         if probe_error:
             return transitions
-        missing = self._effective(Outcome.NO_DATA)
+        missing = effective(Outcome.NO_DATA, self.no_data)
         if missing is not Outcome.ERROR:
             for fp in [fp for fp in self._series if fp not in seen]:
                 series = self._series[fp]

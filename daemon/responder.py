@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from daemon.actions import ACTIONS, ActionContext, ActionResult, run_with_retries
 from daemon.agents import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisRequest
 from daemon.clock import Clock
+from daemon.detector import effective
 from daemon.durations import format_duration
 from daemon.errors import PermanentError, TemporaryError
 from daemon.guard import Guard
@@ -46,9 +47,7 @@ def judge_target(readings: list[Reading], labels: Mapping[str, str], no_data: st
             health=Health.INCONCLUSIVE, reading=None, message=f"probe failed: {readings[0].message}"
         )
     reading = next((r for r in readings if dict(r.labels) == dict(labels)), None)
-    outcome = reading.outcome if reading else Outcome.NO_DATA
-    if outcome is Outcome.NO_DATA:
-        outcome = {"ok": Outcome.OK, "breach": Outcome.BREACH, "hold": Outcome.ERROR}[no_data]
+    outcome = effective(reading.outcome if reading else Outcome.NO_DATA, no_data)
     message = reading.message if reading else "series absent from the probe's result"
     health = {
         Outcome.OK: Health.HEALTHY,

@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,76 +20,16 @@ from daemon.actions.http import HttpAction, HttpParams
 from daemon.clock import FakeClock, settle
 from daemon.errors import PermanentError, TemporaryError
 from daemon.sandbox.web import ToyWebService
+from tests.fakes.http import ScriptedServer
 
 PY = sys.executable
 
 
-@dataclass(frozen=True)
-class Received:
-    method: str
-    path: str
-    headers: Message
-    body: bytes
-
-
-class Recorder:
-    """A loopback server that records every request and answers with `status`."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.requests: list[Received] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return
-
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                recorder.requests.append(Received(self.command, self.path, self.headers, body))
-                data = b'{"ok": true}'
-                self.send_response(recorder.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    server = Recorder()
+def recorder() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
     yield server
     server.close()
-
-
-@pytest.fixture
-def web() -> Iterator[ToyWebService]:
-    service = ToyWebService().start()
-    yield service
-    service.stop()
 
 
 def context(
@@ -301,14 +237,14 @@ async def test_http_restart_heals_the_toy_service(clock: FakeClock, web: ToyWebS
     assert web.restarts == 1
 
 
-async def test_http_sends_idempotency_key(clock: FakeClock, recorder: Recorder) -> None:
+async def test_http_sends_idempotency_key(clock: FakeClock, recorder: ScriptedServer) -> None:
     await HttpAction().run(http(f"{recorder.url}/hook"), context(clock))
     [received] = recorder.requests
     assert (received.method, received.path) == ("POST", "/hook")
     assert received.headers["Idempotency-Key"] == "opsmedic-incident-7-attempt-2"
 
 
-async def test_http_sends_json_body(clock: FakeClock, recorder: Recorder) -> None:
+async def test_http_sends_json_body(clock: FakeClock, recorder: ScriptedServer) -> None:
     params = http(recorder.url, method="PUT", json={"job": "etl", "force": True})
     result = await HttpAction().run(params, context(clock))
     assert result.ok
@@ -318,13 +254,15 @@ async def test_http_sends_json_body(clock: FakeClock, recorder: Recorder) -> Non
     assert json.loads(received.body) == {"job": "etl", "force": True}
 
 
-async def test_http_sends_custom_headers(clock: FakeClock, recorder: Recorder) -> None:
+async def test_http_sends_custom_headers(clock: FakeClock, recorder: ScriptedServer) -> None:
     params = http(recorder.url, headers={"Authorization": "Bearer t"})
     await HttpAction().run(params, context(clock))
     assert recorder.requests[0].headers["Authorization"] == "Bearer t"
 
 
-async def test_http_keeps_lowercase_content_type(clock: FakeClock, recorder: Recorder) -> None:
+async def test_http_keeps_lowercase_content_type(
+    clock: FakeClock, recorder: ScriptedServer
+) -> None:
     params = http(
         recorder.url, json={"a": 1}, headers={"content-type": "application/merge-patch+json"}
     )
@@ -334,27 +272,29 @@ async def test_http_keeps_lowercase_content_type(clock: FakeClock, recorder: Rec
 
 @pytest.mark.parametrize("status", [500, 503, 429])
 async def test_http_server_error_is_temporary(
-    clock: FakeClock, recorder: Recorder, status: int
+    clock: FakeClock, recorder: ScriptedServer, status: int
 ) -> None:
     recorder.status = status
     with pytest.raises(TemporaryError, match=str(status)):
         await HttpAction().run(http(recorder.url), context(clock))
 
 
-async def test_http_client_error_is_not_ok(clock: FakeClock, recorder: Recorder) -> None:
+async def test_http_client_error_is_not_ok(clock: FakeClock, recorder: ScriptedServer) -> None:
     recorder.status = 404
     result = await HttpAction().run(http(recorder.url), context(clock))
     assert not result.ok
     assert result.message == "HTTP 404"
 
 
-async def test_http_expect_status_decides_ok(clock: FakeClock, recorder: Recorder) -> None:
+async def test_http_expect_status_decides_ok(clock: FakeClock, recorder: ScriptedServer) -> None:
     recorder.status = 409  # "already restarting" counts as done here
     params = http(recorder.url, expect_status=[200, 409])
     assert (await HttpAction().run(params, context(clock))).ok
 
 
-async def test_http_5xx_is_retried_on_the_fake_clock(clock: FakeClock, recorder: Recorder) -> None:
+async def test_http_5xx_is_retried_on_the_fake_clock(
+    clock: FakeClock, recorder: ScriptedServer
+) -> None:
     recorder.status = 502
     task = asyncio.create_task(
         run_with_retries(HttpAction(), http(recorder.url), context(clock), retries=2)

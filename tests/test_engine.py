@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from daemon.agents import AGENTS, Decision, DiagnosisRequest
@@ -21,13 +20,6 @@ from daemon.playbook import load_playbooks
 from daemon.sandbox.web import ToyWebService
 
 NAME = "web-health"
-
-
-@pytest.fixture
-def web() -> Iterator[ToyWebService]:
-    service = ToyWebService().start()
-    yield service
-    service.stop()
 
 
 def playbook(

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,55 +25,15 @@ from probes.base import Outcome, ProbeContext, Reading, check_once
 from probes.freshness_sql import FreshnessSqlConfig, FreshnessSqlProbe, to_epoch
 from probes.http import HttpProbe, HttpProbeConfig
 from probes.metrics import MetricsProbe, MetricsProbeConfig, Selector, parse_exposition
+from tests.fakes.http import ScriptedServer
 
 # --- fixtures: a loopback server whose answer each test sets -------------------------------
 
 
-class Wire:
-    """Answers every request with `status` / `body` / `content_type`, whatever they are now."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.body = ""
-        self.content_type = "text/plain"
-        wire = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return
-
-            def do_GET(self) -> None:  # noqa: N802
-                data = wire.body.encode()
-                self.send_response(wire.status)
-                self.send_header("Content-Type", wire.content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def wire() -> Iterator[Wire]:
-    server = Wire()
+def wire() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    server.content_type = "text/plain"
     yield server
     server.close()
 
@@ -144,7 +103,7 @@ async def test_http_503_is_breach_naming_status(clock: FakeClock, web: ToyWebSer
     assert reading.evidence["status"] == 503
 
 
-async def test_http_json_value_mismatch_is_breach(clock: FakeClock, wire: Wire) -> None:
+async def test_http_json_value_mismatch_is_breach(clock: FakeClock, wire: ScriptedServer) -> None:
     wire.body = json.dumps({"items": [{"state": "degraded"}]})
     probe = http_probe(clock, wire.url, json_path="items.0.state", json_equals="ready")
     [reading] = await probe.check()
@@ -159,14 +118,16 @@ async def test_http_json_value_match_is_ok(clock: FakeClock, web: ToyWebService)
     assert reading.outcome is Outcome.OK
 
 
-async def test_http_missing_json_path_is_breach(clock: FakeClock, wire: Wire) -> None:
+async def test_http_missing_json_path_is_breach(clock: FakeClock, wire: ScriptedServer) -> None:
     wire.body = "not json"
     [reading] = await http_probe(clock, wire.url, json_path="status").check()
     assert reading.outcome is Outcome.BREACH
     assert "no JSON value at status" in reading.message
 
 
-async def test_http_slower_than_max_latency_is_breach(clock: FakeClock, wire: Wire) -> None:
+async def test_http_slower_than_max_latency_is_breach(
+    clock: FakeClock, wire: ScriptedServer
+) -> None:
     [reading] = await http_probe(clock, wire.url, max_latency=0).check()
     assert reading.outcome is Outcome.BREACH
     assert "latency" in reading.message
@@ -352,7 +313,7 @@ async def test_metrics_by_label_yields_one_reading_each(
     assert readings["500"].outcome is Outcome.BREACH and readings["500"].value == 1
 
 
-async def test_metrics_ratio_of_increases(clock: FakeClock, wire: Wire) -> None:
+async def test_metrics_ratio_of_increases(clock: FakeClock, wire: ScriptedServer) -> None:
     probe = metrics_probe(clock, wire.url, **RATIO)
     wire.body = counters(c200=90, c500=10)
     await probe.check()
@@ -363,7 +324,9 @@ async def test_metrics_ratio_of_increases(clock: FakeClock, wire: Wire) -> None:
     assert reading.evidence == {"numerator": 10, "denominator": 100}
 
 
-async def test_metrics_counter_reset_counts_from_zero(clock: FakeClock, wire: Wire) -> None:
+async def test_metrics_counter_reset_counts_from_zero(
+    clock: FakeClock, wire: ScriptedServer
+) -> None:
     probe = metrics_probe(clock, wire.url, **RATIO)
     wire.body = counters(c200=900, c500=100)
     await probe.check()
@@ -373,7 +336,9 @@ async def test_metrics_counter_reset_counts_from_zero(clock: FakeClock, wire: Wi
     assert reading.outcome is Outcome.BREACH and reading.value == 0.5
 
 
-async def test_metrics_counter_reset_of_one_series_among_many(clock: FakeClock, wire: Wire) -> None:
+async def test_metrics_counter_reset_of_one_series_among_many(
+    clock: FakeClock, wire: ScriptedServer
+) -> None:
     probe = metrics_probe(clock, wire.url, numerator="http_requests_total", above=1)
     wire.body = counters(c200=100, c500=100)
     await probe.check()
@@ -383,7 +348,9 @@ async def test_metrics_counter_reset_of_one_series_among_many(clock: FakeClock, 
     assert reading.evidence["numerator"] == 50
 
 
-async def test_metrics_without_denominator_traffic_is_no_data(clock: FakeClock, wire: Wire) -> None:
+async def test_metrics_without_denominator_traffic_is_no_data(
+    clock: FakeClock, wire: ScriptedServer
+) -> None:
     probe = metrics_probe(clock, wire.url, **RATIO)
     wire.body = counters(c200=90, c500=10)
     await probe.check()
@@ -392,7 +359,9 @@ async def test_metrics_without_denominator_traffic_is_no_data(clock: FakeClock, 
     assert "no traffic" in reading.message
 
 
-async def test_metrics_rate_without_denominator_is_per_second(clock: FakeClock, wire: Wire) -> None:
+async def test_metrics_rate_without_denominator_is_per_second(
+    clock: FakeClock, wire: ScriptedServer
+) -> None:
     probe = metrics_probe(clock, wire.url, numerator='http_requests_total{code="500"}', above=1)
     wire.body = counters(c500=100)
     await probe.check()
@@ -403,21 +372,25 @@ async def test_metrics_rate_without_denominator_is_per_second(clock: FakeClock, 
     assert reading.outcome is Outcome.BREACH
 
 
-async def test_metrics_gauge_without_rate_is_judged_as_is(clock: FakeClock, wire: Wire) -> None:
+async def test_metrics_gauge_without_rate_is_judged_as_is(
+    clock: FakeClock, wire: ScriptedServer
+) -> None:
     wire.body = "queue_depth 7\n"
     probe = metrics_probe(clock, wire.url, numerator="queue_depth", rate=False, above=5)
     [reading] = await probe.check()
     assert reading.outcome is Outcome.BREACH and reading.value == 7
 
 
-async def test_metrics_no_matching_series_yields_nothing(clock: FakeClock, wire: Wire) -> None:
+async def test_metrics_no_matching_series_yields_nothing(
+    clock: FakeClock, wire: ScriptedServer
+) -> None:
     wire.body = "something_else 1\n"
     assert await metrics_probe(clock, wire.url, **RATIO).check() == []
 
 
 @pytest.mark.parametrize(("status", "error"), [(503, TemporaryError), (404, PermanentError)])
 async def test_metrics_failed_scrape_raises(
-    clock: FakeClock, wire: Wire, status: int, error: type[Exception]
+    clock: FakeClock, wire: ScriptedServer, status: int, error: type[Exception]
 ) -> None:
     wire.status = status
     with pytest.raises(error, match=str(status)):
