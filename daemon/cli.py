@@ -37,7 +37,11 @@ def _playbooks(args: argparse.Namespace, settings: Any) -> Any:
     from daemon.playbook import load_playbooks
 
     paths = [Path(p) for p in getattr(args, "paths", None) or []] or settings.playbooks
-    return load_playbooks(paths)
+    playbooks = load_playbooks(paths)
+    problems = settings.source_problems(playbooks)
+    if problems:
+        raise ConfigError(problems)
+    return playbooks
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -82,7 +86,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from daemon.report import reading_json, readings_table
     from probes.base import Outcome
 
-    results = asyncio.run(check_now(_playbooks(args, _settings(args)), SystemClock()))
+    settings = _settings(args)
+    results = asyncio.run(check_now(settings, _playbooks(args, settings), SystemClock()))
     if args.json:
         print(json.dumps({k: [reading_json(r) for r in v] for k, v in results.items()}, indent=2))
     else:

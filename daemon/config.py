@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.durations import Duration
 from daemon.errors import ConfigError
+from daemon.playbook import LoadedPlaybook
+from daemon.registry import did_you_mean
 from daemon.yamlsource import read_yaml, validation_problems
+from probes.prometheus_source import PrometheusSource
 
 DEFAULT_PATHS = (Path("opsmedic.yaml"), Path("/etc/opsmedic/opsmedic.yaml"))
 
@@ -50,6 +54,10 @@ class Settings(Section):
         30.0, description="On SIGTERM, how long in-flight steps may take before being cut"
     )
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    prometheus: dict[str, PrometheusSource] = Field(
+        default_factory=lambda: {"default": PrometheusSource()},
+        description="Prometheus servers by name; probes pick one with `source` (default)",
+    )
 
     def resolved(self, base: Path) -> Settings:
         """Relative paths are relative to the config file's directory."""
@@ -59,6 +67,22 @@ class Settings(Section):
                 "database": base / self.database,
             }
         )
+
+    def source_problems(self, playbooks: Sequence[LoadedPlaybook]) -> list[str]:
+        """Playbooks naming a Prometheus source this config does not define."""
+        problems = []
+        for lp in playbooks:
+            name = getattr(lp.playbook.probe_config, "source", None)
+            if name is not None and name not in self.prometheus:
+                known = ", ".join(sorted(self.prometheus)) or "none"
+                problems.append(
+                    lp.source.problem(
+                        ("probe", "source"),
+                        f"unknown Prometheus source {name!r}"
+                        f"{did_you_mean(name, list(self.prometheus))}; the config defines: {known}",
+                    )
+                )
+        return problems
 
 
 def find_config(explicit: Path | None) -> Path | None:

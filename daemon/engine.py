@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from daemon import systemd
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
-from daemon.detector import Phase, Transition
+from daemon.detector import Phase, Transition, fingerprint
 from daemon.guard import Guard
 from daemon.incidents import Incident, IncidentStore, Resolution, Status
 from daemon.notify.base import Notifier
@@ -20,9 +22,12 @@ from daemon.playbook import LoadedPlaybook
 from daemon.responder import Responder
 from daemon.runtime import PlaybookRuntime
 from daemon.timeline import Timeline
-from probes.base import Outcome, ProbeContext, Reading, check_once
+from probes.base import EvidenceProbe, Outcome, ProbeContext, Reading, check_once
+from probes.prometheus_source import Dependency, PrometheusClient
 
 log = logging.getLogger(__name__)
+
+SOURCE_UNAVAILABLE = "source-unavailable"
 
 
 class Engine:
@@ -38,7 +43,8 @@ class Engine:
         self.settings = settings or Settings()
         self.store = store
         self.clock = clock
-        context = ProbeContext(clock=clock)
+        clients = {n: PrometheusClient(n, src) for n, src in self.settings.prometheus.items()}
+        context = ProbeContext(clock=clock, prometheus=clients)
         self.runtimes = {
             lp.playbook.name: PlaybookRuntime.build(lp.playbook, lp.path, context)
             for lp in playbooks
@@ -47,12 +53,16 @@ class Engine:
         self.responder = Responder(
             store=store,
             timeline=self.timeline,
-            guard=Guard(store, clock, force_dry_run=self.settings.dry_run),
+            guard=Guard(
+                store, clock, force_dry_run=self.settings.dry_run, inhibitor=self.inhibition
+            ),
             clock=clock,
             probe_retries=self.settings.probe_retries,
         )
         self._responses: dict[int, asyncio.Task[None]] = {}
         self._ticks: set[asyncio.Task[object]] = set()
+        self._errors: Counter[str] = Counter()  # consecutive query errors per dependency
+        self._down: dict[str, int] = {}  # dependency → its source-unavailable incident
         self._scheduler: object | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -65,6 +75,9 @@ class Engine:
 
     async def recover(self) -> None:
         for incident in self.store.open_incidents():
+            if incident.playbook == SOURCE_UNAVAILABLE:
+                self._down[incident.labels["source"]] = incident.id
+                continue
             runtime = self.runtimes.get(incident.playbook)
             if runtime is None:
                 if incident.status is Status.OPEN:
@@ -153,6 +166,11 @@ class Engine:
                         reading.message,
                         config.every,
                     )
+            dependency = _dependency(runtime)
+            if dependency is not None:
+                await self._track(dependency, readings)
+                if dependency.name in self._down:
+                    return  # inhibited: neither fire nor resolve while the source is down
             for transition in runtime.detector.observe(readings, self.clock.now()):
                 await self._on_transition(runtime, transition)
         except Exception:  # noqa: BLE001 - one bad cycle must not stop the daemon
@@ -161,12 +179,69 @@ class Engine:
             if task is not None:
                 self._ticks.discard(task)
 
+    def inhibition(self, playbook: str) -> str | None:
+        """Why a playbook's incidents must not be acted on now, if they must not."""
+        runtime = self.runtimes.get(playbook)
+        dependency = _dependency(runtime) if runtime else None
+        if dependency is None or dependency.name not in self._down:
+            return None
+        return (
+            f"inhibited: {dependency.name} is unavailable "
+            f"(incident #{self._down[dependency.name]}); not acting on data it cannot give"
+        )
+
+    async def _track(self, dependency: Dependency, readings: list[Reading]) -> None:
+        """Count consecutive probe-level errors of a dependency; past its limit, open one
+        source-unavailable incident (escalated); resolve it when the source answers again."""
+        name = dependency.name
+        failed = next((r for r in readings if r.outcome is Outcome.ERROR and not r.labels), None)
+        if failed is None:
+            self._errors[name] = 0
+            incident_id = self._down.pop(name, None)
+            incident = self.store.get(incident_id) if incident_id is not None else None
+            if incident is not None and incident.is_open:
+                resolved = self.store.set_status(
+                    incident.id,
+                    Status.RESOLVED,
+                    at=self.clock.now(),
+                    resolution=Resolution.RECOVERED,
+                )
+                await self.timeline.record(resolved, "resolved", f"{name} is answering again")
+            return
+        self._errors[name] += 1
+        if self._errors[name] < dependency.error_limit or name in self._down:
+            return
+        labels = {"source": name}
+        incident, _ = self.store.open(
+            fingerprint=fingerprint(SOURCE_UNAVAILABLE, labels),
+            playbook=SOURCE_UNAVAILABLE,
+            labels=labels,
+            severity="critical",
+            summary=failed.message,
+            value=None,
+            at=self.clock.now(),
+        )
+        self._down[name] = incident.id
+        await self.timeline.record(incident, "opened", failed.message)
+        dependents = sorted(n for n, r in self.runtimes.items() if _dependency(r) == dependency)
+        escalated = self.store.set_status(incident.id, Status.ESCALATED, at=self.clock.now())
+        await self.timeline.record(
+            escalated,
+            "escalated",
+            f"{self._errors[name]} consecutive query errors ({failed.message}); incidents of "
+            f"{', '.join(dependents)} are inhibited until it answers",
+        )
+
     async def _on_transition(self, runtime: PlaybookRuntime, t: Transition) -> None:
         if t.phase is Phase.PENDING:
             log.info("playbook %s: %s breaching, pending", t.playbook, dict(t.labels) or "target")
             return
         if t.phase is Phase.FIRING:
             reading = t.reading
+            if reading is not None and isinstance(runtime.probe, EvidenceProbe):
+                if self.store.open_for(t.fingerprint) is None:  # gather once, for a new incident
+                    extra = await runtime.probe.evidence(t.labels)
+                    reading = replace(reading, evidence={**reading.evidence, **extra})
             incident, created = self.store.open(
                 fingerprint=t.fingerprint,
                 playbook=t.playbook,
@@ -231,6 +306,10 @@ class Engine:
         task.add_done_callback(done)
 
 
+def _dependency(runtime: PlaybookRuntime) -> Dependency | None:
+    return getattr(runtime.probe, "dependency", None)
+
+
 def build_notifiers(settings: Settings, clock: Clock) -> list[Notifier]:
     notifiers: list[Notifier] = []
     if settings.notify.console:
@@ -285,9 +364,12 @@ async def serve(settings: Settings, playbooks: Sequence[LoadedPlaybook]) -> None
     log.info("stopped")
 
 
-async def check_now(playbooks: Sequence[LoadedPlaybook], clock: Clock) -> dict[str, list[Reading]]:
+async def check_now(
+    settings: Settings, playbooks: Sequence[LoadedPlaybook], clock: Clock
+) -> dict[str, list[Reading]]:
     """Run each playbook's probe once, now: readings only, no incidents, no actions."""
-    context = ProbeContext(clock=clock)
+    clients = {n: PrometheusClient(n, src) for n, src in settings.prometheus.items()}
+    context = ProbeContext(clock=clock, prometheus=clients)
     results = {}
     for lp in playbooks:
         runtime = PlaybookRuntime.build(lp.playbook, lp.path, context)

@@ -3,6 +3,7 @@ comes from the incident log, so a restart of the daemon resets nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,13 +23,24 @@ class Verdict:
 
 
 class Guard:
-    def __init__(self, store: IncidentStore, clock: Clock, *, force_dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        store: IncidentStore,
+        clock: Clock,
+        *,
+        force_dry_run: bool = False,
+        inhibitor: Callable[[str], str | None] = lambda playbook: None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.force_dry_run = force_dry_run
+        self.inhibitor = inhibitor
 
     def check(self, playbook: PlaybookBase, incident: Incident, step: ActionStepBase) -> Verdict:
         policy = playbook.policy
+        inhibited = self.inhibitor(playbook.name)
+        if inhibited is not None:
+            return Verdict(allowed=False, reason=inhibited)
         attempts = self.store.action_attempts(incident.id)
         total = sum(attempts.values())
         if total >= policy.max_attempts:

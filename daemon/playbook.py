@@ -155,6 +155,7 @@ def playbook_model(typed_actions: bool = False) -> type[PlaybookBase]:
 class LoadedPlaybook:
     playbook: PlaybookBase
     path: Path
+    source: Source  # for file:line errors found after loading (e.g. an unknown source name)
 
 
 def _template_problems(source: Source) -> list[str]:
@@ -268,7 +269,7 @@ def load_playbooks(paths: Iterable[Path]) -> list[LoadedPlaybook]:
             )
             continue
         names[playbook.name] = path
-        loaded.append(LoadedPlaybook(playbook, path))
+        loaded.append(LoadedPlaybook(playbook, path, source))
     if problems:
         raise ConfigError(problems)
     return loaded

@@ -48,6 +48,8 @@ def judge_target(readings: list[Reading], labels: Mapping[str, str], no_data: st
         )
     reading = next((r for r in readings if dict(r.labels) == dict(labels)), None)
     outcome = effective(reading.outcome if reading else Outcome.NO_DATA, no_data)
+    if reading is not None and outcome is Outcome.BREACH and not reading.actionable:
+        outcome = Outcome.ERROR  # an inconclusive breach: neither healthy nor worth acting on
     message = reading.message if reading else "series absent from the probe's result"
     health = {
         Outcome.OK: Health.HEALTHY,
@@ -147,6 +149,9 @@ class Responder:
                 resolution = Resolution.AUTO_REMEDIATED if acted else Resolution.RECOVERED
                 await self._resolve(incident, f"healthy on restart: {check.message}", resolution)
                 return
+        if reading is not None and not reading.actionable:
+            await self._escalate(runtime, incident, f"probe inconclusive: {reading.message}")
+            return
         while True:
             current = self.store.get(incident.id)
             if current is None or current.status is not Status.OPEN:

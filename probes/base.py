@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,6 +34,8 @@ class Reading:
     value: float | None = None
     message: str = ""
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    actionable: bool = True
+    """False for an inconclusive breach: it opens an incident that escalates, never acts."""
 
 
 class ProbeConfig(BaseModel):
@@ -56,15 +58,21 @@ class ProbeConfig(BaseModel):
 
 
 class Threshold(BaseModel):
-    """`above` / `below` conditions on a reading's value (NaN is no data)."""
+    """`above` / `below` / `outside` conditions on a value. NaN is no data; +Inf and -Inf
+    compare like numbers (+Inf is above any threshold)."""
 
-    above: float | None = None
-    below: float | None = None
+    above: float | None = Field(None, description="Breach when the value is above this")
+    below: float | None = Field(None, description="Breach when the value is below this")
+    outside: tuple[float, float] | None = Field(
+        None, description="Breach when the value is outside [low, high]"
+    )
 
     @model_validator(mode="after")
     def _one_condition(self) -> Threshold:
-        if self.above is None and self.below is None:
-            raise ValueError("set `above` or `below`")
+        if self.above is None and self.below is None and self.outside is None:
+            raise ValueError("set `above`, `below` or `outside`")
+        if self.outside is not None and self.outside[0] > self.outside[1]:
+            raise ValueError("`outside` is [low, high] with low <= high")
         return self
 
     def judge(self, value: float) -> Outcome:
@@ -74,6 +82,8 @@ class Threshold(BaseModel):
             return Outcome.BREACH
         if self.below is not None and value < self.below:
             return Outcome.BREACH
+        if self.outside is not None and not self.outside[0] <= value <= self.outside[1]:
+            return Outcome.BREACH
         return Outcome.OK
 
     def describe(self) -> str:
@@ -82,12 +92,55 @@ class Threshold(BaseModel):
             parts.append(f"> {self.above:g}")
         if self.below is not None:
             parts.append(f"< {self.below:g}")
+        if self.outside is not None:
+            parts.append(f"outside [{self.outside[0]:g}, {self.outside[1]:g}]")
         return " or ".join(parts)
+
+
+class FreshnessLimits(BaseModel):
+    """dbt-style freshness: older than `warn_after` warns, older than `error_after` breaches."""
+
+    warn_after: Duration | None = Field(None, description="Older than this: warn (no incident)")
+    error_after: Duration = Field(description="Older than this: breach")
+
+
+def freshness_reading(
+    limits: FreshnessLimits,
+    labels: Mapping[str, str],
+    loaded_at: float | None,
+    now: float,
+    *,
+    missing: str,
+    what: str = "newest row",
+) -> Reading:
+    """Judge one timestamp; None (NULL, no rows, missing series) is infinitely stale."""
+    age = math.inf if loaded_at is None else max(0.0, now - loaded_at)
+    status = "pass"
+    if age > limits.error_after:
+        status = "error"
+    elif limits.warn_after is not None and age > limits.warn_after:
+        status = "warn"
+    return Reading(
+        outcome=Outcome.BREACH if status == "error" else Outcome.OK,
+        labels=labels,
+        value=age,
+        message=missing if loaded_at is None else f"{what} is {age:.1f}s old ({status})",
+        evidence={"freshness": status, "age_seconds": age, "max_loaded_at": loaded_at},
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeContext:
     clock: Clock
+    prometheus: Mapping[str, Any] = field(default_factory=dict)
+    """Prometheus sources by name (PrometheusClient), from the daemon config."""
+
+    def prometheus_client(self, name: str) -> Any:
+        try:
+            return self.prometheus[name]
+        except KeyError:
+            known = ", ".join(sorted(self.prometheus)) or "none configured"
+            raise PermanentError(f"unknown Prometheus source {name!r} (known: {known})") from None
 
 
 class Probe(Protocol):
@@ -122,3 +175,10 @@ async def check_once(
     except (TemporaryError, PermanentError) as exc:
         message = str(exc)
     return [Reading(outcome=Outcome.ERROR, message=message)]
+
+
+@runtime_checkable
+class EvidenceProbe(Protocol):
+    """A probe that can gather extra read-only evidence for one series when an incident opens."""
+
+    async def evidence(self, labels: Mapping[str, str]) -> dict[str, Any]: ...

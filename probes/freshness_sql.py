@@ -9,7 +9,6 @@ the timestamp and any columns before it become labels, one series per row.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import sqlite3
 from datetime import UTC, datetime
@@ -18,21 +17,26 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from daemon.durations import Duration
 from daemon.errors import PermanentError, TemporaryError
-from probes.base import PROBES, Outcome, ProbeConfig, ProbeContext, ProbeKind, Reading
+from probes.base import (
+    PROBES,
+    FreshnessLimits,
+    ProbeConfig,
+    ProbeContext,
+    ProbeKind,
+    Reading,
+    freshness_reading,
+)
 
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
 
 
-class FreshnessSqlConfig(ProbeConfig):
+class FreshnessSqlConfig(ProbeConfig, FreshnessLimits):
     kind: Literal["freshness.sql"] = "freshness.sql"
     database: str = Field(description="SQLite path, sqlite:///path, or a SQLAlchemy URL")
     query: str | None = Field(None, description="SQL whose last column is a timestamp")
     table: str | None = Field(None, pattern=_IDENT, description="Table (instead of `query`)")
     column: str | None = Field(None, pattern=_IDENT, description="Timestamp column of `table`")
-    warn_after: Duration | None = Field(None, description="Older than this: warn (no incident)")
-    error_after: Duration = Field(description="Older than this: breach")
 
     @model_validator(mode="after")
     def _query_or_table(self) -> FreshnessSqlConfig:
@@ -129,27 +133,8 @@ class FreshnessSqlProbe:
                 loaded_at = to_epoch(stamp)
             except ValueError as exc:
                 raise PermanentError(f"freshness query returned {exc}") from None
-            age = math.inf if loaded_at is None else max(0.0, now - loaded_at)
-            status = (
-                "error"
-                if age > cfg.error_after
-                else "warn"
-                if cfg.warn_after is not None and age > cfg.warn_after
-                else "pass"
-            )
-            readings.append(
-                Reading(
-                    outcome=Outcome.BREACH if status == "error" else Outcome.OK,
-                    labels=labels,
-                    value=age,
-                    message=(
-                        "no rows: infinitely stale"
-                        if loaded_at is None
-                        else f"newest row is {age:.1f}s old ({status})"
-                    ),
-                    evidence={"freshness": status, "age_seconds": age, "max_loaded_at": loaded_at},
-                )
-            )
+            missing = "no rows: infinitely stale"
+            readings.append(freshness_reading(cfg, labels, loaded_at, now, missing=missing))
         return readings
 
 
