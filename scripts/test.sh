@@ -15,10 +15,12 @@ packages=()
 command -v "$PYTHON" >/dev/null || packages+=(python3)
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 command -v systemd-analyze >/dev/null || packages+=(systemd)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || packages+=(prometheus)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "installing system packages: ${packages[*]}"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${packages[@]}"
 fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "opsmedic needs Python >= 3.11 ($PYTHON is $("$PYTHON" -V))" >&2; exit 1; }
