@@ -29,9 +29,22 @@ import yaml
 T0 = (int(time.time()) // 3600) * 3600 - 4 * 3600
 
 
-def measure(series: int, cycles: int, breaching: float) -> dict[str, float]:
-    from tests.promserver import PrometheusServer, openmetrics
+def backfill(series: int, breaching: float) -> str:
+    from tests.promserver import openmetrics
 
+    bad = int(series * breaching)
+    return openmetrics(
+        (
+            "bench_ratio",
+            {"series": f"s{i:05d}", "team": f"t{i % 20}"},
+            [(T0 + s, 0.9 if i < bad else 0.001) for s in range(0, 3601, 60)],
+        )
+        for i in range(series)
+    )
+
+
+def measure(url: str, series: int, cycles: int) -> dict[str, float]:
+    """The daemon's side only, in its own process: what `peak RSS` reports."""
     from daemon.clock import FakeClock
     from daemon.config import Settings
     from daemon.engine import Engine
@@ -39,66 +52,51 @@ def measure(series: int, cycles: int, breaching: float) -> dict[str, float]:
     from daemon.playbook import load_playbooks
     from probes.prometheus_source import PrometheusSource
 
-    bad = int(series * breaching)
-    data = [
-        (
-            "bench_ratio",
-            {"series": f"s{i:05d}", "team": f"t{i % 20}"},
-            [(T0 + s, 0.9 if i < bad else 0.001) for s in range(0, 3601, 60)],
-        )
-        for i in range(series)
-    ]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        server = PrometheusServer(root / "prom", backfill=openmetrics(data)).start()
-        try:
-            (root / "pb").mkdir()
-            (root / "pb" / "bench.yaml").write_text(
-                yaml.safe_dump(
-                    {
-                        "name": "bench",
-                        "probe": {"kind": "prometheus", "query": "bench_ratio", "above": 0.5},
-                        "actions": [],
-                    }
-                )
+        (root / "pb").mkdir()
+        (root / "pb" / "bench.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "name": "bench",
+                    "probe": {"kind": "prometheus", "query": "bench_ratio", "above": 0.5},
+                    "actions": [],
+                }
             )
-            clock = FakeClock(start=T0 + 1800)
-            store = IncidentStore(root / "incidents.db")
-            settings = Settings(
-                probe_retries=0,
-                prometheus={"default": PrometheusSource(url=server.url, timeout=60)},
-            )
-            engine = Engine(
-                playbooks=load_playbooks([root / "pb"]),
-                store=store,
-                notifiers=[],
-                clock=clock,
-                settings=settings,
-            )
+        )
+        clock = FakeClock(start=T0 + 1800)
+        store = IncidentStore(root / "incidents.db")
+        settings = Settings(
+            probe_retries=0, prometheus={"default": PrometheusSource(url=url, timeout=60)}
+        )
+        engine = Engine(
+            playbooks=load_playbooks([root / "pb"]),
+            store=store,
+            notifiers=[],
+            clock=clock,
+            settings=settings,
+        )
 
-            async def run() -> tuple[float, list[float], list[float]]:
-                await engine.start(schedule=False)
-                started = time.perf_counter()
-                await engine.tick("bench")  # opens incidents for breaching series
-                await engine.idle()
-                first = time.perf_counter() - started
-                walls, cpus = [], []
-                for _ in range(cycles):
-                    await clock.advance(30)
-                    cpu0, wall0 = time.process_time(), time.perf_counter()
-                    await engine.tick("bench")
-                    walls.append(time.perf_counter() - wall0)
-                    cpus.append(time.process_time() - cpu0)
-                return first, walls, cpus
+        async def run() -> tuple[float, list[float], list[float]]:
+            await engine.start(schedule=False)
+            started = time.perf_counter()
+            await engine.tick("bench")  # opens incidents for the breaching series
+            await engine.idle()
+            first = time.perf_counter() - started
+            walls, cpus = [], []
+            for _ in range(cycles):
+                await clock.advance(30)
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                await engine.tick("bench")
+                walls.append(time.perf_counter() - wall0)
+                cpus.append(time.process_time() - cpu0)
+            return first, walls, cpus
 
-            first, walls, cpus = asyncio.run(run())
-            incidents = len(store.incidents(limit=series + 1))
-            store.close()
-        finally:
-            server.stop()
+        first, walls, cpus = asyncio.run(run())
+        incidents = len(store.incidents(limit=series + 1))
+        store.close()
     return {
         "series": series,
-        "breaching": bad,
         "incidents": incidents,
         "first_cycle_s": first,
         "cycle_median_s": statistics.median(walls),
@@ -114,35 +112,38 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--breaching", type=float, default=0.01)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.cycles, args.breaching)))
+        print(json.dumps(measure(args.url, args.one, args.cycles)))
         return 0
+
     header = (
-        f"{'series':>7} {'breach':>6} {'1st cycle':>10} {'median':>8} {'max':>8} "
+        f"{'series':>7} {'opened':>6} {'1st cycle':>10} {'median':>8} {'max':>8} "
         f"{'cpu/cycle':>9} {'peak RSS':>9}"
     )
     print(header)
+    from tests.promserver import PrometheusServer
+
     for n in args.series:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.prometheus_cycle",
-                "--one",
-                str(n),
-                "--cycles",
-                str(args.cycles),
-                "--breaching",
-                str(args.breaching),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        with tempfile.TemporaryDirectory() as tmp:
+            server = PrometheusServer(Path(tmp), backfill=backfill(n, args.breaching))
+            with server.start():
+                child = [
+                    sys.executable,
+                    "-m",
+                    "bench.prometheus_cycle",
+                    "--one",
+                    str(n),
+                    "--cycles",
+                    str(args.cycles),
+                    "--url",
+                    server.url,
+                ]
+                out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         print(
-            f"{r['series']:>7} {r['breaching']:>6} {r['first_cycle_s']:>9.3f}s "
+            f"{r['series']:>7} {r['incidents']:>6} {r['first_cycle_s']:>9.3f}s "
             f"{r['cycle_median_s']:>7.3f}s {r['cycle_max_s']:>7.3f}s "
             f"{r['cpu_per_cycle_s']:>8.3f}s {r['peak_rss_mib']:>6.0f} MiB"
         )
