@@ -22,7 +22,14 @@ from daemon.playbook import LoadedPlaybook
 from daemon.responder import Responder
 from daemon.runtime import PlaybookRuntime
 from daemon.timeline import Timeline
-from probes.base import EvidenceProbe, Outcome, ProbeContext, Reading, check_once
+from probes.base import (
+    EvidenceProbe,
+    Outcome,
+    ProbeContext,
+    Reading,
+    check_once,
+    probe_failure,
+)
 from probes.prometheus_source import Dependency, PrometheusClient
 
 log = logging.getLogger(__name__)
@@ -81,12 +88,8 @@ class Engine:
             runtime = self.runtimes.get(incident.playbook)
             if runtime is None:
                 if incident.status is Status.OPEN:
-                    escalated = self.store.set_status(
-                        incident.id, Status.ESCALATED, at=self.clock.now()
-                    )
-                    await self.timeline.record(
-                        escalated,
-                        "escalated",
+                    await self.timeline.escalate(
+                        incident,
                         f"playbook {incident.playbook!r} is no longer loaded; "
                         "a human must close this",
                     )
@@ -194,19 +197,15 @@ class Engine:
         """Count consecutive probe-level errors of a dependency; past its limit, open one
         source-unavailable incident (escalated); resolve it when the source answers again."""
         name = dependency.name
-        failed = next((r for r in readings if r.outcome is Outcome.ERROR and not r.labels), None)
+        failed = probe_failure(readings)
         if failed is None:
             self._errors[name] = 0
             incident_id = self._down.pop(name, None)
             incident = self.store.get(incident_id) if incident_id is not None else None
             if incident is not None and incident.is_open:
-                resolved = self.store.set_status(
-                    incident.id,
-                    Status.RESOLVED,
-                    at=self.clock.now(),
-                    resolution=Resolution.RECOVERED,
+                await self.timeline.resolve(
+                    incident, Resolution.RECOVERED, f"{name} is answering again"
                 )
-                await self.timeline.record(resolved, "resolved", f"{name} is answering again")
             return
         self._errors[name] += 1
         if self._errors[name] < dependency.error_limit or name in self._down:
@@ -224,10 +223,8 @@ class Engine:
         self._down[name] = incident.id
         await self.timeline.record(incident, "opened", failed.message)
         dependents = sorted(n for n, r in self.runtimes.items() if _dependency(r) == dependency)
-        escalated = self.store.set_status(incident.id, Status.ESCALATED, at=self.clock.now())
-        await self.timeline.record(
-            escalated,
-            "escalated",
+        await self.timeline.escalate(
+            incident,
             f"{self._errors[name]} consecutive query errors ({failed.message}); incidents of "
             f"{', '.join(dependents)} are inhibited until it answers",
         )
@@ -272,11 +269,8 @@ class Engine:
             if incident.status is Status.ESCALATED
             else Resolution.RECOVERED
         )
-        resolved = self.store.set_status(
-            incident.id, Status.RESOLVED, at=self.clock.now(), resolution=resolution
-        )
-        await self.timeline.record(
-            resolved, "resolved", f"probe healthy again ({resolution})", route=runtime.route
+        await self.timeline.resolve(
+            incident, resolution, f"probe healthy again ({resolution})", route=runtime.route
         )
 
     def _spawn(

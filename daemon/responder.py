@@ -22,7 +22,7 @@ from daemon.incidents import Incident, IncidentStore, Resolution, Status
 from daemon.runtime import PlaybookRuntime
 from daemon.templating import TemplateProblem
 from daemon.timeline import Timeline
-from probes.base import Outcome, Reading, check_once
+from probes.base import Outcome, Reading, check_once, probe_failure
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,10 @@ class Verification:
 
 def judge_target(readings: list[Reading], labels: Mapping[str, str], no_data: str) -> Verification:
     """Is the incident's series healthy in this scan? Missing means healthy, as in the detector."""
-    if any(r.outcome is Outcome.ERROR and not r.labels for r in readings):
+    failure = probe_failure(readings)
+    if failure is not None:
         return Verification(
-            health=Health.INCONCLUSIVE, reading=None, message=f"probe failed: {readings[0].message}"
+            health=Health.INCONCLUSIVE, reading=None, message=f"probe failed: {failure.message}"
         )
     reading = next((r for r in readings if dict(r.labels) == dict(labels)), None)
     outcome = effective(reading.outcome if reading else Outcome.NO_DATA, no_data)
@@ -299,11 +300,7 @@ class Responder:
             return ActionResult(ok=False, message=str(exc))
 
     async def _resolve(self, incident: Incident, message: str, resolution: Resolution) -> None:
-        resolved = self.store.set_status(
-            incident.id, Status.RESOLVED, at=self.clock.now(), resolution=resolution
-        )
-        await self.timeline.record(resolved, "resolved", message)
+        await self.timeline.resolve(incident, resolution, message)
 
     async def _escalate(self, runtime: PlaybookRuntime, incident: Incident, reason: str) -> None:
-        escalated = self.store.set_status(incident.id, Status.ESCALATED, at=self.clock.now())
-        await self.timeline.record(escalated, "escalated", reason, route=runtime.route)
+        await self.timeline.escalate(incident, reason, route=runtime.route)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from daemon.clock import Clock
-from daemon.incidents import Event, Incident, IncidentStore
+from daemon.incidents import Event, Incident, IncidentStore, Resolution, Status
 from daemon.notify.base import Notification, Notifier, Route
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,26 @@ class Timeline:
             for e in self.store.events(incident_id)
             if e.kind == "notified"
         }
+
+    async def escalate(
+        self, incident: Incident, reason: str, *, route: Route | None = None
+    ) -> None:
+        """Hand the incident to humans: a state plus a notification; it stays open."""
+        escalated = self.store.set_status(incident.id, Status.ESCALATED, at=self.clock.now())
+        await self.record(escalated, "escalated", reason, route=route)
+
+    async def resolve(
+        self,
+        incident: Incident,
+        resolution: Resolution,
+        message: str,
+        *,
+        route: Route | None = None,
+    ) -> None:
+        resolved = self.store.set_status(
+            incident.id, Status.RESOLVED, at=self.clock.now(), resolution=resolution
+        )
+        await self.record(resolved, "resolved", message, route=route)
 
     async def record(
         self,

@@ -158,6 +158,11 @@ class ProbeKind:
 PROBES: Registry[ProbeKind] = Registry("probe kind")
 
 
+def probe_failure(readings: list[Reading]) -> Reading | None:
+    """The probe-level error reading (an error without labels) of a scan, if the probe failed."""
+    return next((r for r in readings if r.outcome is Outcome.ERROR and not r.labels), None)
+
+
 async def check_once(
     probe: Probe, config: ProbeConfig, *, clock: Clock, retries: int
 ) -> list[Reading]:

@@ -233,35 +233,23 @@ def analyse(
                 if significant:
                     mw_failures.append(metric.name)
         details.append(detail)
+    failed_total = len(failed_steps)
+    verdict: Literal["pass", "fail", "inconclusive"]
     if samples < config.min_samples:
-        return Verdict(
-            verdict="inconclusive",
-            reason=f"{samples} samples, fewer than min_samples {config.min_samples}",
-            failed_checks=len(failed_steps),
-            samples=samples,
-            metrics=details,
-        )
-    if len(failed_steps) > config.failure_limit or mw_failures:
+        verdict = "inconclusive"
+        reason = f"{samples} samples, fewer than min_samples {config.min_samples}"
+    elif failed_total > config.failure_limit or mw_failures:
+        verdict = "fail"
         reasons = []
-        if len(failed_steps) > config.failure_limit:
-            reasons.append(
-                f"{len(failed_steps)} failed checks > failure_limit {config.failure_limit}"
-            )
+        if failed_total > config.failure_limit:
+            reasons.append(f"{failed_total} failed checks > failure_limit {config.failure_limit}")
         if mw_failures:
             reasons.append("significant change in " + ", ".join(mw_failures))
-        return Verdict(
-            verdict="fail",
-            reason="; ".join(reasons),
-            failed_checks=len(failed_steps),
-            samples=samples,
-            metrics=details,
-        )
+        reason = "; ".join(reasons)
+    else:
+        verdict, reason = "pass", f"{failed_total} failed checks within the limit"
     return Verdict(
-        verdict="pass",
-        reason=f"{len(failed_steps)} failed checks within the limit",
-        failed_checks=len(failed_steps),
-        samples=samples,
-        metrics=details,
+        verdict=verdict, reason=reason, failed_checks=failed_total, samples=samples, metrics=details
     )
 
 
