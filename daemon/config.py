@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.durations import Duration
 from daemon.errors import ConfigError
+from daemon.kube.cluster import KubernetesCluster
 from daemon.playbook import LoadedPlaybook
 from daemon.registry import did_you_mean
+from daemon.templating import is_template
 from daemon.yamlsource import read_yaml, validation_problems
 from probes.prometheus_source import PrometheusSource
 
@@ -59,6 +61,11 @@ class Settings(Section):
         description="Prometheus servers by name; probes pick one with `source` (default)",
     )
 
+    kubernetes: dict[str, KubernetesCluster] = Field(
+        default_factory=lambda: {"default": KubernetesCluster()},
+        description="Kubernetes clusters by name; probes and actions pick one with `cluster`",
+    )
+
     def resolved(self, base: Path) -> Settings:
         """Relative paths are relative to the config file's directory."""
         return self.model_copy(
@@ -69,19 +76,28 @@ class Settings(Section):
         )
 
     def source_problems(self, playbooks: Sequence[LoadedPlaybook]) -> list[str]:
-        """Playbooks naming a Prometheus source this config does not define."""
+        """Playbooks naming a Prometheus source or Kubernetes cluster this config lacks."""
         problems = []
-        for lp in playbooks:
-            name = getattr(lp.playbook.probe_config, "source", None)
-            if name is not None and name not in self.prometheus:
-                known = ", ".join(sorted(self.prometheus)) or "none"
+
+        def check(lp: LoadedPlaybook, path: tuple[str | int, ...], name: Any, kind: str) -> None:
+            known = list(self.prometheus if kind == "Prometheus source" else self.kubernetes)
+            if isinstance(name, str) and not is_template(name) and name not in known:
                 problems.append(
                     lp.source.problem(
-                        ("probe", "source"),
-                        f"unknown Prometheus source {name!r}"
-                        f"{did_you_mean(name, list(self.prometheus))}; the config defines: {known}",
+                        path,
+                        f"unknown {kind} {name!r}{did_you_mean(name, known)}; "
+                        f"the config defines: {', '.join(sorted(known)) or 'none'}",
                     )
                 )
+
+        for lp in playbooks:
+            probe = lp.playbook.probe_config
+            check(lp, ("probe", "source"), getattr(probe, "source", None), "Prometheus source")
+            check(lp, ("probe", "cluster"), getattr(probe, "cluster", None), "Kubernetes cluster")
+            for i, step in enumerate(lp.playbook.steps):
+                if step.uses.startswith("kubernetes."):
+                    name = step.with_.get("cluster", "default")
+                    check(lp, ("actions", i, "with", "cluster"), name, "Kubernetes cluster")
         return problems
 
 

@@ -7,7 +7,6 @@ import logging
 import signal
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from daemon import systemd
@@ -16,6 +15,7 @@ from daemon.config import Settings
 from daemon.detector import Phase, Transition, fingerprint
 from daemon.guard import Guard
 from daemon.incidents import Incident, IncidentStore, Resolution, Status
+from daemon.kube.cluster import KubeClient
 from daemon.notify.base import Notifier
 from daemon.notify.console import ConsoleNotifier
 from daemon.playbook import LoadedPlaybook
@@ -23,7 +23,6 @@ from daemon.responder import Responder
 from daemon.runtime import PlaybookRuntime
 from daemon.timeline import Timeline
 from probes.base import (
-    EvidenceProbe,
     Outcome,
     ProbeContext,
     Reading,
@@ -50,8 +49,7 @@ class Engine:
         self.settings = settings or Settings()
         self.store = store
         self.clock = clock
-        clients = {n: PrometheusClient(n, src) for n, src in self.settings.prometheus.items()}
-        context = ProbeContext(clock=clock, prometheus=clients)
+        context = connect(self.settings, clock)
         self.runtimes = {
             lp.playbook.name: PlaybookRuntime.build(lp.playbook, lp.path, context)
             for lp in playbooks
@@ -65,6 +63,7 @@ class Engine:
             ),
             clock=clock,
             probe_retries=self.settings.probe_retries,
+            kubernetes=context.kubernetes,
         )
         self._responses: dict[int, asyncio.Task[None]] = {}
         self._ticks: set[asyncio.Task[object]] = set()
@@ -235,10 +234,6 @@ class Engine:
             return
         if t.phase is Phase.FIRING:
             reading = t.reading
-            if reading is not None and isinstance(runtime.probe, EvidenceProbe):
-                if self.store.open_for(t.fingerprint) is None:  # gather once, for a new incident
-                    extra = await runtime.probe.evidence(t.labels)
-                    reading = replace(reading, evidence={**reading.evidence, **extra})
             incident, created = self.store.open(
                 fingerprint=t.fingerprint,
                 playbook=t.playbook,
@@ -298,6 +293,15 @@ class Engine:
                 runtime.detector.restore_firing(final.fingerprint, final.labels, self.clock.now())
 
         task.add_done_callback(done)
+
+
+def connect(settings: Settings, clock: Clock) -> ProbeContext:
+    """Clients of the configured data sources and clusters (they connect lazily)."""
+    return ProbeContext(
+        clock=clock,
+        prometheus={n: PrometheusClient(n, src) for n, src in settings.prometheus.items()},
+        kubernetes={n: KubeClient(n, c) for n, c in settings.kubernetes.items()},
+    )
 
 
 def _dependency(runtime: PlaybookRuntime) -> Dependency | None:
@@ -362,8 +366,7 @@ async def check_now(
     settings: Settings, playbooks: Sequence[LoadedPlaybook], clock: Clock
 ) -> dict[str, list[Reading]]:
     """Run each playbook's probe once, now: readings only, no incidents, no actions."""
-    clients = {n: PrometheusClient(n, src) for n, src in settings.prometheus.items()}
-    context = ProbeContext(clock=clock, prometheus=clients)
+    context = connect(settings, clock)
     results = {}
     for lp in playbooks:
         runtime = PlaybookRuntime.build(lp.playbook, lp.path, context)

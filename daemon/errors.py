@@ -20,6 +20,11 @@ class PermanentError(OpsmedicError):
     """A failure that retrying will not fix (bad request, missing permission, bad input)."""
 
 
+class EscalateError(PermanentError):
+    """A failure no other action can fix (the target is gone, a permission is missing):
+    the responder escalates at once instead of trying the playbook's next action."""
+
+
 class ConfigError(OpsmedicError):
     """Configuration or playbook errors; each problem is one `file:line: field: message`."""
 

@@ -220,6 +220,17 @@ class IncidentStore:
         ).fetchall()
         return Counter(r[0] for r in rows)
 
+    def unfinished_action(self, incident_id: int) -> Event | None:
+        """The `action_started` event of an attempt whose result was never recorded (the
+        daemon stopped or crashed while it ran), if the incident's last attempt is one."""
+        last = None
+        for event in self.events(incident_id):
+            if event.kind == "action_started":
+                last = event
+            elif event.kind in ("action_finished", "action_failed"):
+                last = None
+        return last
+
     def last_action(self, fingerprint: str, *, other_than: int) -> Event | None:
         """The latest action started on this target in another incident (for cooldowns)."""
         rows = self.db.execute(

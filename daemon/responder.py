@@ -16,13 +16,15 @@ from daemon.agents import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisReques
 from daemon.clock import Clock
 from daemon.detector import effective
 from daemon.durations import format_duration
-from daemon.errors import PermanentError, TemporaryError
+from daemon.errors import EscalateError, PermanentError, TemporaryError
 from daemon.guard import Guard
-from daemon.incidents import Incident, IncidentStore, Resolution, Status
+from daemon.incidents import Event, Incident, IncidentStore, Resolution, Status
+from daemon.kube.cluster import KubeClient
+from daemon.redact import DEFAULT as REDACTOR
 from daemon.runtime import PlaybookRuntime
 from daemon.templating import TemplateProblem
 from daemon.timeline import Timeline
-from probes.base import Outcome, Reading, check_once, probe_failure
+from probes.base import EvidenceProbe, Outcome, Reading, check_once, probe_failure
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,14 @@ class Responder:
         guard: Guard,
         clock: Clock,
         probe_retries: int = 2,
+        kubernetes: Mapping[str, KubeClient] | None = None,
     ) -> None:
         self.store = store
         self.timeline = timeline
         self.guard = guard
         self.clock = clock
         self.probe_retries = probe_retries
+        self.kubernetes = dict(kubernetes or {})
         self.rules: Diagnoser = AGENTS.get("rules")()
 
     def _diagnoser(self, runtime: PlaybookRuntime) -> Diagnoser:
@@ -150,7 +154,8 @@ class Responder:
                 resolution = Resolution.AUTO_REMEDIATED if acted else Resolution.RECOVERED
                 await self._resolve(incident, f"healthy on restart: {check.message}", resolution)
                 return
-        if reading is not None and not reading.actionable:
+        interrupted = self._interrupted(runtime, incident, ilog) if resume else None
+        if interrupted is None and reading is not None and not reading.actionable:
             await self._escalate(runtime, incident, f"probe inconclusive: {reading.message}")
             return
         while True:
@@ -160,55 +165,76 @@ class Responder:
             incident = current
             attempts = self.store.action_attempts(incident.id)
             context = template_context(incident, reading)
-            decision = await self._decide(runtime, incident, context, attempts, ilog)
-            if decision.escalates:
-                await self._escalate(runtime, incident, decision.reason)
-                return
-            step = playbook.step(decision.action)
-            assert step is not None  # noqa: S101 - _decide only returns listed actions
-            verdict = self.guard.check(playbook, incident, step)
-            if verdict.dry_run:
+            if interrupted is not None:
+                started, interrupted = interrupted, None
+                attempt = int(started.data["attempt"])
+                action_id, uses = started.data["action"], started.data["uses"]
+                params = ACTIONS.get(uses).params.model_validate(started.data["params"])
+                action_attempt = attempts[action_id]
                 await self.timeline.record(
                     incident,
-                    "dry_run",
-                    f"would run {step.id} ({step.uses}); not acting",
-                    data={"action": step.id, "with": dict(step.with_)},
+                    "action_resumed",
+                    f"{action_id}: attempt {attempt} was cut short; re-running it with the same "
+                    "idempotency key, which acts only if the change was never made",
+                    data={"action": action_id, "attempt": attempt},
                 )
-                await self._escalate(runtime, incident, verdict.reason)
-                return
-            if not verdict.allowed:
+            else:
+                evidence = await self._gather_evidence(runtime, incident)
+                context["evidence"] = {**context["evidence"], **evidence}
+                decision = await self._decide(runtime, incident, context, attempts, ilog)
+                if decision.escalates:
+                    await self._escalate(runtime, incident, decision.reason)
+                    return
+                step = playbook.step(decision.action)
+                assert step is not None  # noqa: S101 - _decide only returns listed actions
+                verdict = self.guard.check(playbook, incident, step)
+                if verdict.dry_run:
+                    await self.timeline.record(
+                        incident,
+                        "dry_run",
+                        f"would run {step.id} ({step.uses}); not acting",
+                        data={"action": step.id, "with": dict(step.with_)},
+                    )
+                    await self._escalate(runtime, incident, verdict.reason)
+                    return
+                if not verdict.allowed:
+                    await self.timeline.record(
+                        incident, "guard_denied", verdict.reason, data={"action": step.id}
+                    )
+                    await self._escalate(runtime, incident, verdict.reason)
+                    return
+                try:
+                    params = step.params(context)
+                except (ValidationError, TemplateProblem) as exc:
+                    reason = f"action {step.id} has invalid parameters after rendering: {exc}"
+                    await self._escalate(runtime, incident, reason)
+                    return
+                action_id, uses = step.id, step.uses
+                attempt = sum(attempts.values()) + 1
+                action_attempt = attempts[step.id] + 1
                 await self.timeline.record(
-                    incident, "guard_denied", verdict.reason, data={"action": step.id}
+                    incident,
+                    "action_started",
+                    f"{step.id} ({step.uses}), attempt {attempt}",
+                    data={
+                        "action": step.id,
+                        "uses": step.uses,
+                        "attempt": attempt,
+                        "params": params.model_dump(mode="json", by_alias=True),
+                    },
                 )
-                await self._escalate(runtime, incident, verdict.reason)
-                return
-            try:
-                params = step.params(context)
-            except (ValidationError, TemplateProblem) as exc:
-                reason = f"action {step.id} has invalid parameters after rendering: {exc}"
-                await self._escalate(runtime, incident, reason)
-                return
-            attempt = sum(attempts.values()) + 1
-            await self.timeline.record(
-                incident,
-                "action_started",
-                f"{step.id} ({step.uses}), attempt {attempt}",
-                data={
-                    "action": step.id,
-                    "uses": step.uses,
-                    "attempt": attempt,
-                    "params": params.model_dump(mode="json", by_alias=True),
-                },
-            )
             result = await self._run(
-                runtime, incident, step.id, step.uses, params, attempt, attempts[step.id] + 1, ilog
+                runtime, incident, action_id, uses, params, attempt, action_attempt, ilog
             )
             await self.timeline.record(
                 incident,
                 "action_finished" if result.ok else "action_failed",
-                f"{step.id}: {result.message}",
-                data={"action": step.id, "attempt": attempt, "ok": result.ok, **result.data},
+                f"{action_id}: {result.message}",
+                data={"action": action_id, "attempt": attempt, "ok": result.ok, **result.data},
             )
+            if result.escalate:
+                await self._escalate(runtime, incident, f"{action_id}: {result.message}")
+                return
             if not result.ok:
                 continue
             wait = playbook.policy.verify_after
@@ -221,7 +247,7 @@ class Responder:
             if check.health is Health.HEALTHY:
                 await self._resolve(
                     incident,
-                    f"verified healthy after {step.id}: {check.message}",
+                    f"verified healthy after {action_id}: {check.message}",
                     Resolution.AUTO_REMEDIATED,
                 )
                 return
@@ -233,6 +259,44 @@ class Responder:
             await self.timeline.record(
                 incident, "verify_failed", f"still unhealthy: {check.message}"
             )
+
+    async def _gather_evidence(
+        self, runtime: PlaybookRuntime, incident: Incident
+    ) -> dict[str, Any]:
+        """Read-only evidence for this diagnosis, redacted, and stored with the incident."""
+        if not isinstance(runtime.probe, EvidenceProbe):
+            return {}
+        timeout = runtime.playbook.probe_config.timeout
+        try:
+            found = await asyncio.wait_for(runtime.probe.evidence(incident.labels), timeout)
+        except TimeoutError:
+            found = {"evidence_error": f"gathering evidence timed out after {timeout:g}s"}
+        found = REDACTOR.value(found)
+        if found:
+            await self.timeline.record(
+                incident, "evidence", f"gathered {', '.join(sorted(found))}", data=found
+            )
+        return found
+
+    def _interrupted(
+        self, runtime: PlaybookRuntime, incident: Incident, ilog: IncidentLog
+    ) -> Event | None:
+        """An attempt cut short by a stop or crash, if it is safe to run again: its kind is
+        idempotent (the same key acts once). Otherwise its outcome stays unknown and it counts
+        as a spent attempt."""
+        started = self.store.unfinished_action(incident.id)
+        if started is None:
+            return None
+        uses = started.data.get("uses", "")
+        if uses in ACTIONS.names() and ACTIONS.get(uses).idempotent:
+            return started
+        ilog.warning(
+            "attempt %s (%s) was cut short and %s is not idempotent; not re-running it",
+            started.data.get("attempt"),
+            started.data.get("action"),
+            uses,
+        )
+        return None
 
     async def _decide(
         self,
@@ -290,11 +354,15 @@ class Responder:
             attempt=attempt,
             action_attempt=action_attempt,
             clock=self.clock,
+            kubernetes=self.kubernetes,
         )
         try:
             return await run_with_retries(
                 kind.create(), params, context, retries=runtime.playbook.policy.action_retries
             )
+        except EscalateError as exc:
+            ilog.error("action %s failed: %s; escalating", action_id, exc)
+            return ActionResult(ok=False, message=str(exc), escalate=True)
         except (TemporaryError, PermanentError) as exc:
             ilog.error("action %s failed: %s; choosing the next step", action_id, exc)
             return ActionResult(ok=False, message=str(exc))

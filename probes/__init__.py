@@ -5,6 +5,7 @@ from probes import (  # noqa: F401  (registers the built-in kinds)
     freshness_prometheus,
     freshness_sql,
     http,
+    kubernetes,
     metrics,
     prometheus,
 )

@@ -134,6 +134,8 @@ class ProbeContext:
     clock: Clock
     prometheus: Mapping[str, Any] = field(default_factory=dict)
     """Prometheus sources by name (PrometheusClient), from the daemon config."""
+    kubernetes: Mapping[str, Any] = field(default_factory=dict)
+    """Kubernetes clusters by name (KubeClient), from the daemon config."""
 
     def prometheus_client(self, name: str) -> Any:
         try:
@@ -141,6 +143,13 @@ class ProbeContext:
         except KeyError:
             known = ", ".join(sorted(self.prometheus)) or "none configured"
             raise PermanentError(f"unknown Prometheus source {name!r} (known: {known})") from None
+
+    def kube_client(self, name: str) -> Any:
+        try:
+            return self.kubernetes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.kubernetes)) or "none configured"
+            raise PermanentError(f"unknown Kubernetes cluster {name!r} (known: {known})") from None
 
 
 class Probe(Protocol):

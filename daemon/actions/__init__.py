@@ -1,6 +1,6 @@
 """Remediation actions: one module per `uses:` kind, each registering itself in ACTIONS."""
 
-from daemon.actions import backoff, command, http  # noqa: F401  (registers the built-in kinds)
+from daemon.actions import backoff, command, http, kubernetes  # noqa: F401  (registers the built-in kinds)
 from daemon.actions.base import (
     ACTIONS,
     Action,

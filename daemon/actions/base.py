@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from daemon.clock import Clock
+from daemon.errors import PermanentError
+from daemon.kube.cluster import KubeClient
 from daemon.registry import Registry
 from daemon.retry import with_retries
 
@@ -25,6 +27,15 @@ class ActionContext:
     attempt: int  # the incident's attempt number, over all its actions
     action_attempt: int  # how many times this action id has been tried, this one included
     clock: Clock
+    kubernetes: Mapping[str, KubeClient] = field(default_factory=dict)
+    """Kubernetes clusters by name (from the daemon config)."""
+
+    def kube(self, name: str) -> KubeClient:
+        try:
+            return self.kubernetes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.kubernetes)) or "none configured"
+            raise PermanentError(f"unknown Kubernetes cluster {name!r} (known: {known})") from None
 
     @property
     def idempotency_key(self) -> str:
@@ -36,6 +47,8 @@ class ActionResult:
     ok: bool
     message: str
     data: Mapping[str, Any] = field(default_factory=dict)
+    escalate: bool = False
+    """True when no other action can help (target gone, permission missing): escalate now."""
 
 
 class Action(Protocol):
@@ -48,6 +61,9 @@ class Action(Protocol):
 class ActionKind:
     params: type[ActionParams]
     create: Callable[[], Action]
+    idempotent: bool = False
+    """True when running the same attempt (same idempotency key) twice acts only once: an
+    attempt cut short by a crash is then re-run to learn its outcome."""
 
 
 ACTIONS: Registry[ActionKind] = Registry("action")
