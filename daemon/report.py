@@ -44,7 +44,7 @@ def summary_table(
     body = []
     for incident, injected_at, outcome, expected in rows:
         if incident is None:
-            body.append(["-", "-", "-", "-", outcome, "-", expected])
+            body.append(["-", "-", "-", "-", "-", outcome, "-", expected])
             continue
         acts = actions_of(store.events(incident.id))
         recovered = (
@@ -54,6 +54,7 @@ def summary_table(
             [
                 f"#{incident.id}",
                 incident.playbook,
+                incident.labels.get("name") or "-",
                 format_duration(max(0.0, incident.opened_at - injected_at)),
                 ", ".join(acts) or "-",
                 outcome,
@@ -65,6 +66,7 @@ def summary_table(
         [
             "incident",
             "playbook",
+            "target",
             "detected after",
             "action(s)",
             "outcome",

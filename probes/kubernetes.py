@@ -193,6 +193,11 @@ class KubernetesProbe:
                 evidence["images"] = dict(current.images)
                 if current.created_at is not None:
                     evidence["last_rollout_age_seconds"] = round(now - current.created_at)
+                previous = next((r for r in revisions if r.number < current.number), None)
+                # a restart is a rollout too: only a changed image makes a rollback worth it
+                evidence["image_changed"] = previous is not None and dict(previous.images) != dict(
+                    current.images
+                )
         problems = list(dict.fromkeys(problems))
         evidence["problems"] = problems
         where = f"{kind} {self.config.namespace}/{name}"

@@ -166,11 +166,12 @@ class KubeClient:
 
     def _api_client(self) -> Any:
         from kubernetes import client, config
+        from urllib3.util.retry import Retry
 
         c = self.cluster
+        configuration = client.Configuration()
         mode = c.mode()
         if mode == "host":
-            configuration = client.Configuration()
             configuration.host = str(c.host)
             token = c.token()
             if token:
@@ -178,13 +179,17 @@ class KubeClient:
             configuration.verify_ssl = c.tls_verify
             if c.ca_file is not None:
                 configuration.ssl_ca_cert = str(c.ca_file)
-            return client.ApiClient(configuration)
-        if mode == "in-cluster":
-            configuration = client.Configuration()
+        elif mode == "in-cluster":
             config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration)
-        path = str(c.kubeconfig) if c.kubeconfig is not None else None
-        return config.new_client_from_config(config_file=path, context=c.context)
+        else:
+            config.load_kube_config(
+                config_file=str(c.kubeconfig) if c.kubeconfig is not None else None,
+                context=c.context,
+                client_configuration=configuration,
+            )
+        # urllib3 would otherwise retry 429/503 itself, sleeping in real time; retries are ours
+        configuration.retries = Retry(total=0)
+        return client.ApiClient(configuration)
 
     def api(self, which: API) -> Any:
         with self._lock:

@@ -1,4 +1,5 @@
-"""`opsmedic demo`: the real engine against the toy world, with three injected faults."""
+"""`opsmedic demo`: the real engine against the sandbox world (a toy ETL loader and the
+sandbox Kubernetes API server with a `shop` namespace), with four injected faults."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from daemon.clock import SystemClock
 from daemon.config import NotifySettings, Settings, SlackSettings
 from daemon.engine import Engine, build_notifiers
 from daemon.incidents import Incident, IncidentStore, Status
+from daemon.kube.cluster import KubernetesCluster
 from daemon.playbook import load_playbooks
 from daemon.report import summary_table
 from daemon.sandbox.etl import ToyLoader
-from daemon.sandbox.web import ToyWebService
+from daemon.sandbox.kubeapi import FakeCluster, ImageBehavior, KubeApiServer
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,9 @@ log = logging.getLogger(__name__)
 class Scenario:
     title: str
     playbook: str
-    inject: Callable[[], None]
+    inject: Callable[[], object]
     expect: str  # "auto-remediated" or "escalated"
+    target: str | None = None  # the incident's `name` label, when a playbook has several
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,11 +66,19 @@ def render_playbooks(target: Path, values: dict[str, str]) -> Path:
     return target
 
 
+def _found(store: IncidentStore, scenario: Scenario, since: float) -> list[Incident]:
+    return [
+        i
+        for i in store.incidents(playbook=scenario.playbook)
+        if i.opened_at >= since and scenario.target in (None, i.labels.get("name"))
+    ]
+
+
 async def _await_outcome(
-    store: IncidentStore, engine: Engine, playbook: str, since: float, deadline: float
+    store: IncidentStore, engine: Engine, scenario: Scenario, since: float, deadline: float
 ) -> Incident | None:
     while time.monotonic() < deadline:
-        found = [i for i in store.incidents(playbook=playbook) if i.opened_at >= since]
+        found = _found(store, scenario, since)
         if found:
             incident = store.get(found[-1].id)
             if (
@@ -77,8 +88,42 @@ async def _await_outcome(
             ):
                 return incident
         await asyncio.sleep(0.2)
-    found = [i for i in store.incidents(playbook=playbook) if i.opened_at >= since]
+    found = _found(store, scenario, since)
     return found[-1] if found else None
+
+
+SHOP = "shop"
+
+
+def shop_cluster() -> FakeCluster:
+    """The sandbox cluster: three healthy deployments in `shop`, fast kubelet back-off."""
+    cluster = FakeCluster(time.time, restart_backoff=1.0)
+    for name, image in (
+        ("cart", "shop/cart:1.4"),
+        ("checkout", "shop/checkout:2.0"),
+        ("payments", "shop/payments:3.1"),
+    ):
+        cluster.apply(cluster.deployment_manifest(SHOP, name, image, replicas=2))
+    return cluster
+
+
+def bad_checkout_release(cluster: FakeCluster) -> None:
+    """A new checkout image that crashes on start, rolled out like `kubectl set image`."""
+    cluster.behave(
+        "shop/checkout:2.1",
+        ImageBehavior(
+            crash_after=0.5, logs=("checkout 2.1 starting", "panic: nil pointer in PriceCache")
+        ),
+    )
+    cluster.set_image(SHOP, "checkout", "shop/checkout:2.1", change_cause="release 2.1")
+
+
+def bad_payments_config(cluster: FakeCluster) -> None:
+    """The payments pods read a broken config: they crash whatever is restarted."""
+    cluster.behave(
+        "shop/payments:3.1",
+        ImageBehavior(crash_after=0.5, logs=("config error: PAYMENTS_GATEWAY_URL is empty",)),
+    )
 
 
 async def run_demo(
@@ -95,11 +140,15 @@ async def run_demo(
         db = root / "incidents.db"
         db.unlink(missing_ok=True)
         loader = ToyLoader(root / "etl").start()
-        web = ToyWebService().start()
+        cluster = shop_cluster()
+        server = KubeApiServer(cluster).start()
         try:
-            return await _run(root, db, loader, web, out, scenario_timeout, slack_channel)
+            kubeconfig = server.write_kubeconfig(root / "kubeconfig", context="opsmedic-demo")
+            return await _run(
+                root, db, loader, cluster, kubeconfig, out, scenario_timeout, slack_channel
+            )
         finally:
-            web.stop()
+            server.stop()
             loader.stop()
 
 
@@ -107,7 +156,8 @@ async def _run(
     root: Path,
     db: Path,
     loader: ToyLoader,
-    web: ToyWebService,
+    cluster: FakeCluster,
+    kubeconfig: Path,
     out: TextIO,
     scenario_timeout: float,
     slack_channel: str | None,
@@ -118,7 +168,6 @@ async def _run(
             "warehouse_db": str(loader.database),
             "etl_dir": str(loader.directory),
             "python": sys.executable,
-            "web_url": web.url,
         },
     )
     settings = Settings(
@@ -130,6 +179,7 @@ async def _run(
         notify=NotifySettings(
             slack=SlackSettings(channel=slack_channel or os.environ.get("OPSMEDIC_SLACK_CHANNEL"))
         ),
+        kubernetes={"default": KubernetesCluster(kubeconfig=kubeconfig, context="opsmedic-demo")},
     )
     clock = SystemClock()
     store = IncidentStore(db)
@@ -140,6 +190,7 @@ async def _run(
         settings=settings,
         notifiers=build_notifiers(settings, clock),
     )
+    workloads = "demo-shop-workloads"
     scenarios = [
         Scenario(
             title="the ETL loader stalls",
@@ -148,31 +199,40 @@ async def _run(
             expect="auto-remediated",
         ),
         Scenario(
-            title="the web service's error ratio spikes",
-            playbook="demo-web-error-rate",
-            inject=web.spike_errors,
+            title="checkout 2.1 is rolled out and crashes on start (bad image)",
+            playbook=workloads,
+            target="checkout",
+            inject=lambda: bad_checkout_release(cluster),
             expect="auto-remediated",
         ),
         Scenario(
-            title="the web service's database goes down (no action can fix it)",
-            playbook="demo-web-health",
-            inject=web.break_dependency,
+            title="the cart pods wedge and stop answering their readiness probe",
+            playbook=workloads,
+            target="cart",
+            inject=lambda: cluster.wedge(SHOP, "cart"),
+            expect="auto-remediated",
+        ),
+        Scenario(
+            title="payments reads a broken config and crash-loops (no action can fix it)",
+            playbook=workloads,
+            target="payments",
+            inject=lambda: bad_payments_config(cluster),
             expect="escalated",
         ),
     ]
-    out.write(f"opsmedic demo: toy web service at {web.url}, warehouse {loader.database}\n")
-    out.write(f"incident log: {db}\n\n")
+    out.write(f"opsmedic demo: sandbox Kubernetes API at {kubeconfig} (namespace {SHOP}), ")
+    out.write(f"warehouse {loader.database}\nincident log: {db}\n\n")
     outcomes: list[Outcome] = []
     await engine.start()
     try:
-        await asyncio.sleep(2.5)  # baselines: rates need two scrapes
+        await asyncio.sleep(2.5)  # the pods become ready; the loader lands its first rows
         for number, scenario in enumerate(scenarios, 1):
             out.write(f"--- fault {number}: {scenario.title}\n")
             out.flush()
             injected = clock.now()
             scenario.inject()
             incident = await _await_outcome(
-                store, engine, scenario.playbook, injected, time.monotonic() + scenario_timeout
+                store, engine, scenario, injected, time.monotonic() + scenario_timeout
             )
             outcomes.append(Outcome(scenario=scenario, injected_at=injected, incident=incident))
     finally:
@@ -184,6 +244,8 @@ async def _run(
     for o in failed:
         out.write(f"FAILED: {o.scenario.title}: expected {o.scenario.expect}, got {o.outcome}\n")
     out.write(
-        "\ndemo passed: all three outcomes as expected\n" if not failed else "\ndemo failed\n"
+        f"\ndemo passed: all {len(outcomes)} outcomes as expected\n"
+        if not failed
+        else "\ndemo failed\n"
     )
     return 0 if not failed else 1
