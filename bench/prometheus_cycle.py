@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from bench.cycles import time_cycles
 
 T0 = (int(time.time()) // 3600) * 3600 - 4 * 3600
 
@@ -77,33 +77,12 @@ def measure(url: str, series: int, cycles: int) -> dict[str, float]:
             settings=settings,
         )
 
-        async def run() -> tuple[float, list[float], list[float]]:
-            await engine.start(schedule=False)
-            started = time.perf_counter()
-            await engine.tick("bench")  # opens incidents for the breaching series
-            await engine.idle()
-            first = time.perf_counter() - started
-            walls, cpus = [], []
-            for _ in range(cycles):
-                await clock.advance(30)
-                cpu0, wall0 = time.process_time(), time.perf_counter()
-                await engine.tick("bench")
-                walls.append(time.perf_counter() - wall0)
-                cpus.append(time.process_time() - cpu0)
-            return first, walls, cpus
-
-        first, walls, cpus = asyncio.run(run())
+        figures = asyncio.run(
+            time_cycles(engine, "bench", cycles, between=lambda: clock.advance(30))
+        )
         incidents = len(store.incidents(limit=series + 1))
         store.close()
-    return {
-        "series": series,
-        "incidents": incidents,
-        "first_cycle_s": first,
-        "cycle_median_s": statistics.median(walls),
-        "cycle_max_s": max(walls),
-        "cpu_per_cycle_s": statistics.mean(cpus),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return {"series": series, "incidents": incidents, **figures}
 
 
 def main() -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
+
+import yaml
 
 from daemon.durations import format_duration
 from daemon.incidents import Event, Incident, IncidentStore
@@ -111,7 +114,16 @@ def incident_detail(incident: Incident, events: Sequence[Event]) -> str:
     timeline = table(
         ["time", "event", "message"], [[stamp(e.at), e.kind, e.message] for e in events]
     )
-    return "\n".join(head) + timeline
+    evidence = [e for e in events if e.kind == "evidence"]
+    if not evidence:
+        return "\n".join(head) + timeline
+    latest = yaml.safe_dump(dict(evidence[-1].data), sort_keys=False, width=100)
+    return (
+        "\n".join(head)
+        + timeline
+        + f"\n\nevidence of the last diagnosis ({stamp(evidence[-1].at)}; all with --json):\n"
+        + textwrap.indent(latest.rstrip(), "  ")
+    )
 
 
 def incident_json(incident: Incident, events: Sequence[Event] | None = None) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from daemon.kube.workloads import (
     current_revision,
     history,
     list_objects,
-    matches,
     meta,
     owned_by,
     pod_logs,
@@ -32,6 +31,7 @@ from daemon.kube.workloads import (
     pod_view,
     read_object,
     replicasets_of,
+    selector_string,
     warning_events,
 )
 from daemon.redact import DEFAULT as REDACTOR
@@ -122,6 +122,7 @@ class KubernetesProbe:
             await list_objects(self.kube, "ReplicaSet", ns) if "Deployment" in kinds else []
         )
         runs = await list_objects(self.kube, "Job", ns) if "CronJob" in kinds else []
+        children = by_owner([*pods, *replicasets, *runs])
         readings = []
         for kind in kinds:
             objects = await list_objects(
@@ -132,7 +133,7 @@ class KubernetesProbe:
                     r.get("kind") == "CronJob" for r in meta(obj).get("ownerReferences") or []
                 ):
                     continue  # a CronJob's run: watched through its CronJob
-                readings.append(self._judge(kind, obj, pods, replicasets, runs, now))
+                readings.append(self._judge(kind, obj, children, now))
         self._forget_gone({f"{r.labels['kind']}/{r.labels['name']}" for r in readings})
         return readings
 
@@ -140,35 +141,36 @@ class KubernetesProbe:
         self,
         kind: str,
         obj: Mapping[str, Any],
-        pods: list[dict[str, Any]],
-        replicasets: list[dict[str, Any]],
-        jobs: list[dict[str, Any]],
+        children: Mapping[str, list[dict[str, Any]]],
         now: float,
     ) -> Reading:
-        name = meta(obj)["name"]
+        name, uid = meta(obj)["name"], meta(obj).get("uid", "")
         labels = {"namespace": self.config.namespace, "kind": kind, "name": name}
         evidence: dict[str, Any] = {}
         problems: list[str] = []
+        replicasets = [c for c in children.get(uid, []) if c.get("kind") == "ReplicaSet"]
+        if kind == "Deployment":
+            mine = [p for rs in replicasets for p in children.get(meta(rs).get("uid", ""), [])]
+        elif kind == "CronJob":
+            mine = []
+        else:
+            mine = [c for c in children.get(uid, []) if c.get("kind") == "Pod"]
         if kind in ("Deployment", "StatefulSet", "DaemonSet"):
             problems, counts = replica_problems(kind, obj)
             evidence.update(counts)
-            mine = [p for p in pods if matches((obj.get("spec") or {}).get("selector"), _labels(p))]
         elif kind == "Job":
-            mine = [p for p in pods if matches((obj.get("spec") or {}).get("selector"), _labels(p))]
             failed = _failed(obj)
             if failed is not None:
                 problems.append(f"job failed: {failed.get('reason')}: {failed.get('message', '')}")
         else:  # CronJob: judged by its latest Job
             runs = sorted(
-                (j for j in jobs if owned_by(j, obj)),
+                (c for c in children.get(uid, []) if c.get("kind") == "Job"),
                 key=lambda j: meta(j).get("creationTimestamp", ""),
             )
-            latest = runs[-1] if runs else None
-            mine = []
-            if latest is not None:
+            if runs:
+                latest = runs[-1]
                 evidence["latest_job"] = meta(latest)["name"]
-                spec = latest.get("spec") or {}
-                mine = [p for p in pods if matches(spec.get("selector"), _labels(p))]
+                mine = children.get(meta(latest).get("uid", ""), [])
                 failed = _failed(latest)
                 if failed is not None:
                     problems.append(
@@ -271,9 +273,9 @@ class KubernetesProbe:
             ]
             selector = (jobs[-1].get("spec") or {}).get("selector") if jobs else None
             names |= {meta(j)["name"] for j in jobs}
-        pods = [
-            p for p in await list_objects(self.kube, "Pod", ns) if matches(selector, _labels(p))
-        ]
+        pods = []
+        if selector:  # the API server filters; an empty selector would match every pod
+            pods = await list_objects(self.kube, "Pod", ns, selector=selector_string(selector))
         pods.sort(key=lambda p: pod_view(p)["ready"])
         found["pods"] = [pod_view(p) for p in pods[:PODS_IN_EVIDENCE]]
         names |= {meta(p)["name"] for p in pods}
@@ -292,8 +294,14 @@ class KubernetesProbe:
         return found
 
 
-def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
-    return meta(obj).get("labels") or {}
+def by_owner(objects: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Objects by the uid of their controller (the ownerReference with `controller: true`)."""
+    index: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        for ref in meta(obj).get("ownerReferences") or []:
+            if ref.get("controller"):
+                index.setdefault(ref.get("uid", ""), []).append(obj)
+    return index
 
 
 PROBES.register("kubernetes", ProbeKind(KubernetesProbeConfig, KubernetesProbe))

@@ -81,6 +81,8 @@ def test_incidents_list_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[s
         value=9.0,
         at=1.0,
     )
+    store.append(incident.id, "evidence", "gathered logs", data={"logs": ["old"]}, at=1.5)
+    store.append(incident.id, "evidence", "gathered logs", data={"logs": ["panic: x"]}, at=1.8)
     store.append(incident.id, "diagnosed", "rerun: first listed action", at=2.0)
     store.close()
     assert main(["incidents", "list", "--db", str(db), "--json"]) == 0
@@ -89,6 +91,8 @@ def test_incidents_list_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["incidents", "show", str(incident.id), "--db", str(db)]) == 0
     shown = capsys.readouterr().out
     assert "job=etl" in shown and "rerun: first listed action" in shown
+    assert "evidence of the last diagnosis" in shown and "panic: x" in shown
+    assert "old" not in shown.split("evidence of the last diagnosis")[1]
     assert main(["incidents", "show", "99", "--db", str(db)]) == 1
     assert main(["incidents", "list", "--db", str(tmp_path / "none.db")]) == 3
 
