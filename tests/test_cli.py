@@ -33,6 +33,31 @@ def test_validate_bad_playbook_exits_one_with_file_line_field(
     )
 
 
+def test_validate_names_an_unknown_kubernetes_cluster_and_bad_bounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    playbook = tmp_path / "pb.yaml"
+    playbook.write_text(
+        "name: shop\n"
+        "probe: {kind: kubernetes, namespace: shop, cluster: prodution}\n"
+        "actions:\n"
+        "  - id: scale\n"
+        "    uses: kubernetes.scale\n"
+        "    with: {namespace: shop, deployment: web, replicas: 9, max: 3, cluster: prd}\n"
+    )
+    config = tmp_path / "opsmedic.yaml"
+    config.write_text(f"playbooks: [{playbook}]\nkubernetes: {{production: {{}}}}\n")
+    assert main(["validate", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"{playbook}:6: actions[0].with: replicas 9 is outside the playbook's bounds" in err
+    playbook.write_text(playbook.read_text().replace("replicas: 9", "replicas: 2"))
+    assert main(["validate", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"{playbook}:2: probe.cluster: unknown Kubernetes cluster 'prodution'" in err
+    assert "(did you mean 'production'?)" in err
+    assert f"{playbook}:6: actions[0].with.cluster: unknown Kubernetes cluster 'prd'" in err
+
+
 def test_validate_uses_config_playbooks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "opsmedic.yaml"
     config.write_text(f"playbooks: [{ROOT / 'playbooks'}]\n")
