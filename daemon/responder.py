@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daemon.actions import ACTIONS, ActionContext, ActionResult, run_with_retries
+from daemon.actions import ACTIONS, ActionContext, ActionParams, ActionResult, run_with_retries
 from daemon.agents import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisRequest
 from daemon.clock import Clock
 from daemon.detector import effective
@@ -74,6 +74,18 @@ def template_context(incident: Incident, reading: Reading | None) -> dict[str, A
             "opened_at": incident.opened_at,
         },
     }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """One planned run of an action: its id and kind, rendered parameters, its number over
+    the incident (which names the idempotency key) and over this action."""
+
+    action: str
+    uses: str
+    params: ActionParams
+    number: int
+    of_action: int
 
 
 class IncidentLog(logging.LoggerAdapter):
@@ -164,73 +176,26 @@ class Responder:
                 return
             incident = current
             attempts = self.store.action_attempts(incident.id)
-            context = template_context(incident, reading)
             if interrupted is not None:
-                started, interrupted = interrupted, None
-                attempt = int(started.data["attempt"])
-                action_id, uses = started.data["action"], started.data["uses"]
-                params = ACTIONS.get(uses).params.model_validate(started.data["params"])
-                action_attempt = attempts[action_id]
-                await self.timeline.record(
-                    incident,
-                    "action_resumed",
-                    f"{action_id}: attempt {attempt} was cut short; re-running it with the same "
-                    "idempotency key, which acts only if the change was never made",
-                    data={"action": action_id, "attempt": attempt},
-                )
+                planned: Attempt | None = await self._replay(incident, interrupted, attempts)
+                interrupted = None
             else:
-                evidence = await self._gather_evidence(runtime, incident)
-                context["evidence"] = {**context["evidence"], **evidence}
-                decision = await self._decide(runtime, incident, context, attempts, ilog)
-                if decision.escalates:
-                    await self._escalate(runtime, incident, decision.reason)
-                    return
-                step = playbook.step(decision.action)
-                assert step is not None  # noqa: S101 - _decide only returns listed actions
-                verdict = self.guard.check(playbook, incident, step)
-                if verdict.dry_run:
-                    await self.timeline.record(
-                        incident,
-                        "dry_run",
-                        f"would run {step.id} ({step.uses}); not acting",
-                        data={"action": step.id, "with": dict(step.with_)},
-                    )
-                    await self._escalate(runtime, incident, verdict.reason)
-                    return
-                if not verdict.allowed:
-                    await self.timeline.record(
-                        incident, "guard_denied", verdict.reason, data={"action": step.id}
-                    )
-                    await self._escalate(runtime, incident, verdict.reason)
-                    return
-                try:
-                    params = step.params(context)
-                except (ValidationError, TemplateProblem) as exc:
-                    reason = f"action {step.id} has invalid parameters after rendering: {exc}"
-                    await self._escalate(runtime, incident, reason)
-                    return
-                action_id, uses = step.id, step.uses
-                attempt = sum(attempts.values()) + 1
-                action_attempt = attempts[step.id] + 1
-                await self.timeline.record(
-                    incident,
-                    "action_started",
-                    f"{step.id} ({step.uses}), attempt {attempt}",
-                    data={
-                        "action": step.id,
-                        "uses": step.uses,
-                        "attempt": attempt,
-                        "params": params.model_dump(mode="json", by_alias=True),
-                    },
-                )
-            result = await self._run(
-                runtime, incident, action_id, uses, params, attempt, action_attempt, ilog
-            )
+                context = template_context(incident, reading)
+                planned = await self._plan(runtime, incident, context, attempts, ilog)
+            if planned is None:
+                return  # escalated
+            action_id = planned.action
+            result = await self._run(runtime, incident, planned, ilog)
             await self.timeline.record(
                 incident,
                 "action_finished" if result.ok else "action_failed",
                 f"{action_id}: {result.message}",
-                data={"action": action_id, "attempt": attempt, "ok": result.ok, **result.data},
+                data={
+                    "action": action_id,
+                    "attempt": planned.number,
+                    "ok": result.ok,
+                    **result.data,
+                },
             )
             if result.escalate:
                 await self._escalate(runtime, incident, f"{action_id}: {result.message}")
@@ -259,6 +224,87 @@ class Responder:
             await self.timeline.record(
                 incident, "verify_failed", f"still unhealthy: {check.message}"
             )
+
+    async def _plan(
+        self,
+        runtime: PlaybookRuntime,
+        incident: Incident,
+        context: dict[str, Any],
+        attempts: Mapping[str, int],
+        ilog: IncidentLog,
+    ) -> Attempt | None:
+        """Gather evidence, diagnose, ask the guard, render the parameters, and record the
+        start of the attempt; None when the incident was escalated instead."""
+        playbook = runtime.playbook
+        evidence = await self._gather_evidence(runtime, incident)
+        context["evidence"] = {**context["evidence"], **evidence}
+        decision = await self._decide(runtime, incident, context, attempts, ilog)
+        if decision.escalates:
+            await self._escalate(runtime, incident, decision.reason)
+            return None
+        step = playbook.step(decision.action)
+        assert step is not None  # noqa: S101 - _decide only returns listed actions
+        verdict = self.guard.check(playbook, incident, step)
+        if verdict.dry_run:
+            await self.timeline.record(
+                incident,
+                "dry_run",
+                f"would run {step.id} ({step.uses}); not acting",
+                data={"action": step.id, "with": dict(step.with_)},
+            )
+            await self._escalate(runtime, incident, verdict.reason)
+            return None
+        if not verdict.allowed:
+            await self.timeline.record(
+                incident, "guard_denied", verdict.reason, data={"action": step.id}
+            )
+            await self._escalate(runtime, incident, verdict.reason)
+            return None
+        try:
+            params = step.params(context)
+        except (ValidationError, TemplateProblem) as exc:
+            reason = f"action {step.id} has invalid parameters after rendering: {exc}"
+            await self._escalate(runtime, incident, reason)
+            return None
+        planned = Attempt(
+            action=step.id,
+            uses=step.uses,
+            params=params,
+            number=sum(attempts.values()) + 1,
+            of_action=attempts[step.id] + 1,
+        )
+        await self.timeline.record(
+            incident,
+            "action_started",
+            f"{step.id} ({step.uses}), attempt {planned.number}",
+            data={
+                "action": step.id,
+                "uses": step.uses,
+                "attempt": planned.number,
+                "params": params.model_dump(mode="json", by_alias=True),
+            },
+        )
+        return planned
+
+    async def _replay(
+        self, incident: Incident, started: Event, attempts: Mapping[str, int]
+    ) -> Attempt:
+        """The attempt a stop or crash cut short, to run again with the same idempotency key."""
+        planned = Attempt(
+            action=started.data["action"],
+            uses=started.data["uses"],
+            params=ACTIONS.get(started.data["uses"]).params.model_validate(started.data["params"]),
+            number=int(started.data["attempt"]),
+            of_action=attempts[started.data["action"]],
+        )
+        await self.timeline.record(
+            incident,
+            "action_resumed",
+            f"{planned.action}: attempt {planned.number} was cut short; re-running it with the "
+            "same idempotency key, which acts only if the change was never made",
+            data={"action": planned.action, "attempt": planned.number},
+        )
+        return planned
 
     async def _gather_evidence(
         self, runtime: PlaybookRuntime, incident: Incident
@@ -338,33 +384,24 @@ class Responder:
         return decision
 
     async def _run(
-        self,
-        runtime: PlaybookRuntime,
-        incident: Incident,
-        action_id: str,
-        uses: str,
-        params: Any,
-        attempt: int,
-        action_attempt: int,
-        ilog: IncidentLog,
+        self, runtime: PlaybookRuntime, incident: Incident, planned: Attempt, ilog: IncidentLog
     ) -> ActionResult:
-        kind = ACTIONS.get(uses)
+        kind = ACTIONS.get(planned.uses)
         context = ActionContext(
             incident_id=incident.id,
-            attempt=attempt,
-            action_attempt=action_attempt,
+            attempt=planned.number,
+            action_attempt=planned.of_action,
             clock=self.clock,
             kubernetes=self.kubernetes,
         )
+        retries = runtime.playbook.policy.action_retries
         try:
-            return await run_with_retries(
-                kind.create(), params, context, retries=runtime.playbook.policy.action_retries
-            )
+            return await run_with_retries(kind.create(), planned.params, context, retries=retries)
         except EscalateError as exc:
-            ilog.error("action %s failed: %s; escalating", action_id, exc)
+            ilog.error("action %s failed: %s; escalating", planned.action, exc)
             return ActionResult(ok=False, message=str(exc), escalate=True)
         except (TemporaryError, PermanentError) as exc:
-            ilog.error("action %s failed: %s; choosing the next step", action_id, exc)
+            ilog.error("action %s failed: %s; choosing the next step", planned.action, exc)
             return ActionResult(ok=False, message=str(exc))
 
     async def _resolve(self, incident: Incident, message: str, resolution: Resolution) -> None:
