@@ -137,6 +137,27 @@ def cmd_incidents_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from daemon.agents import AGENTS
+    from daemon.evaluation import evaluate, load_scenarios, summary
+    from daemon.report import eval_table
+
+    if args.agent not in AGENTS.names():
+        known = ", ".join(AGENTS.names())
+        print(f"opsmedic eval: unknown agent {args.agent!r}; known: {known}", file=sys.stderr)
+        return EXIT_USAGE
+    scenarios = load_scenarios(args.scenarios)
+    outcomes = asyncio.run(evaluate(scenarios, args.agent))
+    result = summary(outcomes, args.agent)
+    if args.json:
+        print(json.dumps({**result, "outcomes": [asdict(o) for o in outcomes]}, indent=2))
+    else:
+        print(eval_table(outcomes, result))
+    return EXIT_PROBLEM if result["pass_rate"] < args.min_pass_rate else EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from daemon.config import Settings
     from daemon.playbook import playbook_json_schema
@@ -174,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="decide and log, never act")
 
     demo = command(
-        "demo", cmd_demo, "run the daemon against a simulated world with 3 faults", config=False
+        "demo", cmd_demo, "run the daemon against a simulated world with 4 faults", config=False
     )
     demo.add_argument("--workdir", type=Path, help="keep the demo's files (incident log) here")
     demo.add_argument(
@@ -224,6 +245,20 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
         else:
             p.add_argument("id", type=int, help="incident id")
+
+    evaluation = command(
+        "eval",
+        cmd_eval,
+        "score a diagnosing agent on recorded scenarios (no probe runs, no action is taken); "
+        "exit 1 when the pass rate is below --min-pass-rate",
+        config=False,
+    )
+    evaluation.add_argument("scenarios", type=Path, metavar="SCENARIO_DIR")
+    evaluation.add_argument("--agent", default="rules", help="agent to evaluate (default rules)")
+    evaluation.add_argument(
+        "--min-pass-rate", type=float, default=0.0, help="exit 1 below this share (0 to 1)"
+    )
+    evaluation.add_argument("--json", action="store_true", help="machine-readable output")
 
     schema = command("schema", cmd_schema, "print a JSON Schema (for editors)", config=False)
     schema.add_argument("what", choices=["playbook", "config"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -158,3 +158,29 @@ def reading_json(reading: Reading) -> dict[str, Any]:
         "message": reading.message,
         "evidence": dict(reading.evidence),
     }
+
+
+def eval_table(outcomes: Sequence[Any], result: Mapping[str, Any]) -> str:
+    """`opsmedic eval`: one row per scenario, then the agent's score."""
+    rows = [
+        [
+            o.scenario,
+            o.category,
+            "pass" if o.passed else ("OUTSIDE PLAYBOOK" if o.outside_playbook else "fail"),
+            o.decision,
+            ", ".join(o.accept),
+            f"{o.latency_s * 1000:.1f}ms",
+        ]
+        for o in outcomes
+    ]
+    body = table(["scenario", "category", "result", "decision", "acceptable", "latency"], rows)
+    categories = ", ".join(
+        f"{c} {v['passed']}/{v['scenarios']}" for c, v in result["by_category"].items()
+    )
+    return (
+        f"{body}\n\nagent {result['agent']}: {result['passed']}/{result['scenarios']} passed "
+        f"({result['pass_rate']:.0%}; {categories}); outside the playbook: "
+        f"{result['outside_playbook']}; mean tokens {result['mean_tokens']:.0f}, cost "
+        f"${result['total_cost_usd']:.4f}, latency mean {result['mean_latency_s'] * 1000:.1f}ms "
+        f"p95 {result['p95_latency_s'] * 1000:.1f}ms"
+    )

@@ -37,6 +37,12 @@ class Source:
     def problem(self, loc: Sequence[str | int], message: str) -> str:
         return f"{self.path}:{self.line_of(loc)}: {format_loc(loc) or '(top level)'}: {message}"
 
+    def part(self, key: str) -> Source:
+        """The document under one top-level key, keeping its lines (fields lose the prefix)."""
+        data = self.data.get(key) if isinstance(self.data, dict) else None
+        lines = {loc[1:]: n for loc, n in self.lines.items() if loc[:1] == (key,) and loc[1:]}
+        return Source(path=self.path, data=data, lines=lines or {(): self.line_of((key,))})
+
 
 def format_loc(loc: Sequence[str | int]) -> str:
     out = ""

@@ -1,0 +1,197 @@
+"""`opsmedic eval`: score a diagnosing agent on recorded scenarios.
+
+A scenario (one YAML file) holds an incident as an agent would see it — the playbook, the
+incident's labels and summary, the evidence gathered, recorded outputs of the read-only tools
+an LLM agent may call, the attempts made so far — and the set of acceptable decisions. The
+harness asks the agent for a decision and scores it; a decision outside the playbook is a
+failure of its own kind. Nothing is executed: no probe runs and no action is taken.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from daemon.agents import AGENTS, ESCALATE, Decision, DiagnosisRequest
+from daemon.errors import ConfigError
+from daemon.incidents import Incident, Status
+from daemon.playbook import NAME, PlaybookBase, parse_playbook
+from daemon.responder import template_context
+from daemon.yamlsource import read_yaml, validation_problems
+
+
+class IncidentView(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float | None = None
+    summary: str = ""
+
+
+class ScenarioFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME)
+    category: Literal["deployment", "pipeline"]
+    description: str
+    playbook: dict[str, Any]
+    incident: IncidentView
+    attempts: dict[str, int] = Field(default_factory=dict)
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    tools: dict[str, Any] = Field(
+        default_factory=dict, description="Recorded outputs of read-only tools, by tool name"
+    )
+    accept: list[str] = Field(min_length=1, description="Acceptable action ids or `escalate`")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    name: str
+    category: str
+    description: str
+    path: Path
+    playbook: PlaybookBase
+    incident: Incident
+    attempts: Mapping[str, int]
+    evidence: Mapping[str, Any]
+    tools: Mapping[str, Any]
+    accept: frozenset[str]
+
+    def request(self) -> DiagnosisRequest:
+        context = template_context(self.incident, None)
+        context["evidence"] = dict(self.evidence)
+        return DiagnosisRequest(
+            incident=self.incident, playbook=self.playbook, context=context, attempts=self.attempts
+        )
+
+
+def load_scenario(path: Path) -> Scenario:
+    source = read_yaml(path)
+    try:
+        raw = ScenarioFile.model_validate(source.data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(source, ScenarioFile, exc)) from None
+    playbook = parse_playbook(source.part("playbook"))
+    allowed = {s.id for s in playbook.steps} | {ESCALATE}
+    problems = [
+        source.problem(("accept", i), f"{a!r} is neither an action of the playbook nor escalate")
+        for i, a in enumerate(raw.accept)
+        if a not in allowed
+    ]
+    problems += [
+        source.problem(("attempts", a), f"{a!r} is not an action of the playbook")
+        for a in raw.attempts
+        if a not in allowed
+    ]
+    if problems:
+        raise ConfigError(problems)
+    incident = Incident(
+        id=0,
+        fingerprint=f"eval-{raw.name}",
+        playbook=playbook.name,
+        labels=raw.incident.labels,
+        severity=playbook.severity,
+        status=Status.OPEN,
+        summary=raw.incident.summary,
+        value=raw.incident.value,
+        opened_at=0.0,
+        updated_at=0.0,
+    )
+    return Scenario(
+        name=raw.name,
+        category=raw.category,
+        description=raw.description,
+        path=path,
+        playbook=playbook,
+        incident=incident,
+        attempts=raw.attempts,
+        evidence=raw.evidence,
+        tools=raw.tools,
+        accept=frozenset(raw.accept),
+    )
+
+
+def load_scenarios(directory: Path) -> list[Scenario]:
+    paths = sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    if not paths:
+        raise ConfigError([f"{directory}:0: (directory): no scenario files (*.yaml) found"])
+    scenarios, problems = [], []
+    for path in paths:
+        try:
+            scenarios.append(load_scenario(path))
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return scenarios
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    scenario: str
+    category: str
+    accept: tuple[str, ...]
+    decision: str
+    reason: str
+    passed: bool
+    outside_playbook: bool
+    latency_s: float
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+async def evaluate(scenarios: Sequence[Scenario], agent: str) -> list[Outcome]:
+    """Ask the named agent for a decision on each scenario; score it against `accept`."""
+    outcomes = []
+    for scenario in scenarios:
+        diagnoser = AGENTS.get(agent)()
+        started = time.perf_counter()
+        decision: Decision = await diagnoser.diagnose(scenario.request())
+        latency = time.perf_counter() - started
+        listed = {s.id for s in scenario.playbook.steps} | {ESCALATE}
+        outside = decision.action not in listed
+        outcomes.append(
+            Outcome(
+                scenario=scenario.name,
+                category=scenario.category,
+                accept=tuple(sorted(scenario.accept)),
+                decision=decision.action,
+                reason=decision.reason,
+                passed=not outside and decision.action in scenario.accept,
+                outside_playbook=outside,
+                latency_s=latency,
+            )
+        )
+    return outcomes
+
+
+def summary(outcomes: Sequence[Outcome], agent: str) -> dict[str, Any]:
+    passed = sum(o.passed for o in outcomes)
+    latencies = [o.latency_s for o in outcomes]
+    by_category: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        by_category.setdefault(o.category, []).append(o)
+    return {
+        "agent": agent,
+        "scenarios": len(outcomes),
+        "passed": passed,
+        "pass_rate": passed / len(outcomes) if outcomes else math.nan,
+        "by_category": {
+            c: {"scenarios": len(os), "passed": sum(o.passed for o in os)}
+            for c, os in sorted(by_category.items())
+        },
+        "outside_playbook": sum(o.outside_playbook for o in outcomes),
+        "mean_tokens": statistics.fmean(o.tokens for o in outcomes) if outcomes else 0.0,
+        "total_cost_usd": sum(o.cost_usd for o in outcomes),
+        "mean_latency_s": statistics.fmean(latencies) if latencies else 0.0,
+        "p95_latency_s": sorted(latencies)[max(0, math.ceil(0.95 * len(latencies)) - 1)]
+        if latencies
+        else 0.0,
+    }
