@@ -21,13 +21,13 @@ from daemon.errors import PermanentError
 from daemon.kube.cluster import Conflict, KubeClient, NotFound, rfc3339
 from daemon.kube.workloads import (
     CHANGE_CAUSE,
-    RESOURCES,
     annotations_of,
     comparable_template,
     current_revision,
     history,
     images,
     meta,
+    patch_object,
     pod_view,
     read_object,
     replicasets_of,
@@ -89,22 +89,6 @@ def replayed(what: str, context: ActionContext) -> ActionResult:
         message=f"{what}: already done by this attempt ({context.idempotency_key}); not repeated",
         data={"changed": False, "replayed": True},
     )
-
-
-async def patch(
-    kube: KubeClient, kind: str, namespace: str, name: str, body: Any
-) -> dict[str, Any]:
-    """A dict body is a strategic merge patch, a list a JSON patch (the SDK's choice)."""
-    api, suffix = RESOURCES[kind]
-    result: dict[str, Any] = await kube.call(
-        api,
-        f"patch_namespaced_{suffix}",
-        f"patch {kind.lower()} {namespace}/{name}",
-        name=name,
-        namespace=namespace,
-        body=body,
-    )
-    return result
 
 
 async def record_event(
@@ -200,7 +184,7 @@ class RestartAction:
                 },
                 "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}},
             }
-            updated = await patch(kube, params.kind, params.namespace, params.name, body)
+            updated = await patch_object(kube, params.kind, params.namespace, params.name, body)
             await record_event(kube, updated, "OpsmedicRestart", cause(context, "restart"), context)
             return ActionResult(
                 ok=True,
@@ -293,7 +277,9 @@ class RollbackAction:
                 {"op": "replace", "path": "/spec/template", "value": template},
                 {"op": "replace", "path": "/metadata/annotations", "value": new_annotations},
             ]
-            updated = await patch(kube, "Deployment", params.namespace, params.deployment, body)
+            updated = await patch_object(
+                kube, "Deployment", params.namespace, params.deployment, body
+            )
             await record_event(kube, updated, "OpsmedicRollback", note, context)
             data = {
                 "changed": True,
@@ -380,7 +366,7 @@ class ScaleAction:
                 },
                 "spec": {"replicas": desired},
             }
-            updated = await patch(kube, params.kind, params.namespace, params.name, body)
+            updated = await patch_object(kube, params.kind, params.namespace, params.name, body)
             note = cause(context, f"scale from {current} to {desired} replicas")
             await record_event(kube, updated, "OpsmedicScale", note, context)
             return ActionResult(
@@ -622,7 +608,7 @@ class RerunJobAction:
         if bool(cj["spec"].get("suspend")) == suspend:
             return False
         body = {"metadata": {"annotations": marks(context)}, "spec": {"suspend": suspend}}
-        await patch(kube, "CronJob", ns, name, body)
+        await patch_object(kube, "CronJob", ns, name, body)
         return True
 
 

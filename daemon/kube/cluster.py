@@ -223,8 +223,8 @@ class KubeClient:
         except OSError as exc:
             raise TemporaryError(f"{where}: {exc}") from None
         data = response.data
-        if method.startswith("read_namespaced_pod_log"):
-            return data.decode("utf-8", "replace")
+        if "json" not in (response.headers.get("Content-Type") or "application/json"):
+            return data.decode("utf-8", "replace")  # pod logs are text/plain
         return json.loads(data) if data else {}
 
     async def call(self, which: API, method: str, what: str, **kwargs: Any) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.errors import PermanentError, TemporaryError
 from daemon.kube.cluster import API, KubeClient, parse_time
 from daemon.redact import Redactor
 
@@ -36,16 +37,30 @@ RESOURCES: dict[str, tuple[API, str]] = {
 }
 
 
-async def read_object(kube: KubeClient, kind: str, namespace: str, name: str) -> dict[str, Any]:
+async def _object_call(
+    kube: KubeClient, verb: str, kind: str, namespace: str, name: str, **kwargs: Any
+) -> dict[str, Any]:
     api, suffix = RESOURCES[kind]
     found: dict[str, Any] = await kube.call(
         api,
-        f"read_namespaced_{suffix}",
-        f"read {kind.lower()} {namespace}/{name}",
+        f"{verb}_namespaced_{suffix}",
+        f"{verb} {kind.lower()} {namespace}/{name}",
         name=name,
         namespace=namespace,
+        **kwargs,
     )
     return found
+
+
+async def read_object(kube: KubeClient, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    return await _object_call(kube, "read", kind, namespace, name)
+
+
+async def patch_object(
+    kube: KubeClient, kind: str, namespace: str, name: str, body: Any
+) -> dict[str, Any]:
+    """A dict body is a strategic merge patch, a list a JSON patch (the SDK's choice)."""
+    return await _object_call(kube, "patch", kind, namespace, name, body=body)
 
 
 async def list_objects(
@@ -285,7 +300,7 @@ async def pod_logs(
                     limit_bytes=max_bytes,
                     previous=previous,
                 )
-            except Exception as exc:  # noqa: BLE001 - evidence is best effort
+            except (TemporaryError, PermanentError) as exc:  # evidence is best effort
                 text, error = "", str(exc)
             else:
                 error = ""

@@ -1132,15 +1132,7 @@ class FakeCluster:
             else:
                 cursor.pending = [_dumps({"type": "ADDED", "object": o}) + b"\n" for o in items]
             return Response(200, b"", headers={}, watch=cursor)
-        body = {
-            "kind": res.list_kind,
-            "apiVersion": res.api_version,
-            "metadata": {"resourceVersion": str(self.store.rv)},
-            "items": [
-                {k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items
-            ],
-        }
-        return Response(200, _dumps(body))
+        return self._list_response(res, items)
 
     def _watch_match(self, cursor: WatchCursor, obj: Obj) -> bool:
         if obj.get("kind") != cursor.resource.kind:
@@ -1436,15 +1428,19 @@ class FakeCluster:
             for obj in victims:
                 if self.store.get(*key_of(obj)) is not None:
                     self._delete_obj(res, obj, str(opts["propagationPolicy"]))
-        body_out = {
+        return self._list_response(res, victims)
+
+    def _list_response(self, res: Resource, items: builtins.list[Obj]) -> Response:
+        """A `<Kind>List` as the API server sends it: items without kind and apiVersion."""
+        body = {
             "kind": res.list_kind,
             "apiVersion": res.api_version,
             "metadata": {"resourceVersion": str(self.store.rv)},
             "items": [
-                {k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in victims
+                {k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items
             ],
         }
-        return Response(200, _dumps(body_out))
+        return Response(200, _dumps(body))
 
     def _evict(self, res: Resource, ns: str, name: str) -> Response:
         pod = self.store.get("Pod", ns, name)
