@@ -9,10 +9,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from daemon.agents import AGENTS
+from daemon.agents.settings import AgentSettings, LLMSettings, reference_problems
 from daemon.durations import Duration
 from daemon.errors import ConfigError
 from daemon.kube.cluster import KubernetesCluster
 from daemon.playbook import LoadedPlaybook
+from daemon.redact import Redactor
 from daemon.registry import did_you_mean
 from daemon.templating import is_template
 from daemon.yamlsource import read_yaml, validation_problems
@@ -43,6 +46,19 @@ class NotifySettings(Section):
     slack: SlackSettings = Field(default_factory=SlackSettings)
 
 
+class RedactSettings(Section):
+    secrets_env: list[str] = Field(
+        default_factory=list,
+        description="Env variables whose values are secrets: redacted from LLM prompts, Slack, "
+        "logs and the incident log (API keys and tokens from this config are always included)",
+    )
+    secret_files: list[Path] = Field(
+        default_factory=list, description="Files whose contents are secrets (one per file)"
+    )
+    emails: bool = Field(False, description="Also redact e-mail addresses")
+    ips: bool = Field(False, description="Also redact IPv4 addresses")
+
+
 class Settings(Section):
     playbooks: list[Path] = Field(
         default_factory=lambda: [Path("playbooks")], description="Playbook files or directories"
@@ -65,6 +81,27 @@ class Settings(Section):
         default_factory=lambda: {"default": KubernetesCluster()},
         description="Kubernetes clusters by name; probes and actions pick one with `cluster`",
     )
+    agents: dict[str, AgentSettings] = Field(
+        default_factory=dict,
+        description="LLM agents by name; playbooks pick one with `diagnose.agent`",
+    )
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    redact: RedactSettings = Field(default_factory=RedactSettings)
+
+    def redactor(self) -> Redactor:
+        """Configured secret values, plus every credential this config points to."""
+        values = [os.environ.get(name, "") for name in self.redact.secrets_env]
+        values += [_read(p) for p in self.redact.secret_files]
+        values += [agent.api_key() or "" for agent in self.agents.values()]
+        values.append(self.notify.slack.token() or "")
+        for source in self.prometheus.values():
+            auth = source.request_headers().get("Authorization", "")
+            values.append(auth.removeprefix("Bearer ").strip())
+            if source.basic_auth is not None:
+                values.append(source.basic_auth.password())
+        return Redactor(
+            secrets=tuple(v for v in values if v), emails=self.redact.emails, ips=self.redact.ips
+        )
 
     def resolved(self, base: Path) -> Settings:
         """Relative paths are relative to the config file's directory."""
@@ -90,7 +127,18 @@ class Settings(Section):
                     )
                 )
 
+        agents = ["auto", "rules", *self.agents, *AGENTS.names()]
         for lp in playbooks:
+            agent = lp.playbook.diagnose.agent
+            if agent not in agents:
+                problems.append(
+                    lp.source.problem(
+                        ("diagnose", "agent"),
+                        f"unknown agent {agent!r}{did_you_mean(agent, agents)}; "
+                        f"the config defines: {', '.join(sorted(self.agents)) or 'none'} "
+                        "(besides rules and auto)",
+                    )
+                )
             probe = lp.playbook.probe_config
             check(lp, ("probe", "source"), getattr(probe, "source", None), "Prometheus source")
             check(lp, ("probe", "cluster"), getattr(probe, "cluster", None), "Kubernetes cluster")
@@ -121,4 +169,16 @@ def load_settings(path: Path | None) -> Settings:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(validation_problems(source, Settings, exc)) from None
+    problems = [
+        source.problem(loc, msg) for loc, msg in reference_problems(settings.agents, settings.llm)
+    ]
+    if problems:
+        raise ConfigError(problems)
     return settings.resolved(path.parent)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([f"{path}:0: redact.secret_files: cannot read: {exc.strerror}"]) from None

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from daemon import systemd
+from daemon.agents.chain import LLMDiagnosers
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
 from daemon.detector import Phase, Transition, fingerprint
@@ -19,6 +20,7 @@ from daemon.kube.cluster import KubeClient
 from daemon.notify.base import Notifier
 from daemon.notify.console import ConsoleNotifier
 from daemon.playbook import LoadedPlaybook
+from daemon.redact import redact_logs
 from daemon.responder import Responder
 from daemon.runtime import PlaybookRuntime
 from daemon.timeline import Timeline
@@ -54,7 +56,8 @@ class Engine:
             lp.playbook.name: PlaybookRuntime.build(lp.playbook, lp.path, context)
             for lp in playbooks
         }
-        self.timeline = Timeline(store, notifiers, clock)
+        redactor = self.settings.redactor()
+        self.timeline = Timeline(store, notifiers, clock, redactor)
         self.responder = Responder(
             store=store,
             timeline=self.timeline,
@@ -64,6 +67,11 @@ class Engine:
             clock=clock,
             probe_retries=self.settings.probe_retries,
             kubernetes=context.kubernetes,
+            prometheus=context.prometheus,
+            agents=LLMDiagnosers(
+                self.settings.agents, self.settings.llm, clock=clock, redactor=redactor
+            ),
+            redactor=redactor,
         )
         self._responses: dict[int, asyncio.Task[None]] = {}
         self._ticks: set[asyncio.Task[object]] = set()
@@ -339,6 +347,7 @@ def build_notifiers(settings: Settings, clock: Clock) -> list[Notifier]:
 async def serve(settings: Settings, playbooks: Sequence[LoadedPlaybook]) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     clock = SystemClock()
+    redact_logs(settings.redactor())
     store = IncidentStore(settings.database)
     engine = Engine(
         playbooks=playbooks,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -156,6 +156,31 @@ class IncidentStore:
             )
             self.db.table("events").create_index(["incident_id"])
             self.db.table("events").create_index(["kind", "at"])
+        if "llm_calls" not in self.db.table_names():  # added in 0.5; older logs gain it
+            self.db.table("llm_calls").create(
+                {
+                    "id": int,
+                    "incident_id": int,
+                    "at": float,
+                    "agent": str,
+                    "provider": str,
+                    "model": str,
+                    "input_tokens": int,
+                    "output_tokens": int,
+                    "cost_usd": float,
+                    "latency_s": float,
+                    "prompt_digest": str,
+                    "tools": str,
+                    "decision": str,
+                    "valid": int,
+                    "error": str,
+                },
+                pk="id",
+                foreign_keys=[("incident_id", "incidents", "id")],
+                not_null={"incident_id", "at", "agent"},
+            )
+            self.db.table("llm_calls").create_index(["incident_id"])
+            self.db.table("llm_calls").create_index(["at"])
 
     def _check_version(self) -> None:
         try:
@@ -187,9 +212,17 @@ class IncidentStore:
         return _incident(rows[0]) if rows else None
 
     def incidents(
-        self, *, status: Status | None = None, playbook: str | None = None, limit: int = 100
+        self,
+        *,
+        status: Status | None = None,
+        playbook: str | None = None,
+        fingerprint: str | None = None,
+        limit: int = 100,
     ) -> list[Incident]:
         where, args = [], []
+        if fingerprint is not None:
+            where.append("fingerprint = ?")
+            args.append(fingerprint)
         if status is not None:
             where.append("status = ?")
             args.append(status.value)
@@ -242,6 +275,31 @@ class IncidentStore:
         columns = [d[0] for d in rows.description]
         row = rows.fetchone()
         return _event(dict(zip(columns, row, strict=True))) if row else None
+
+    def llm_calls(self, incident_id: int) -> list[dict[str, Any]]:
+        """The incident's model calls (the audit trail), oldest first."""
+        if "llm_calls" not in self.db.table_names():  # a read-only log from before 0.5
+            return []
+        rows = self.db.table("llm_calls").rows_where(
+            "incident_id = ?", [incident_id], order_by="id"
+        )
+        return [
+            {**r, "tools": json.loads(r["tools"] or "[]"), "valid": bool(r["valid"])} for r in rows
+        ]
+
+    def llm_spend(self, *, incident_id: int | None = None, since: float | None = None) -> float:
+        """USD spent on model calls for one incident, or since a time."""
+        if "llm_calls" not in self.db.table_names():
+            return 0.0
+        where, args = ["1 = 1"], list[Any]()
+        if incident_id is not None:
+            where.append("incident_id = ?")
+            args.append(incident_id)
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        sql = f"SELECT COALESCE(SUM(cost_usd), 0) FROM llm_calls WHERE {' AND '.join(where)}"  # noqa: S608 - fixed clauses
+        return float(self.db.execute(sql, args).fetchone()[0])
 
     # --- writes --------------------------------------------------------------------------
 
@@ -298,6 +356,28 @@ class IncidentStore:
         table.insert(row)
         self.db.table("incidents").update(incident_id, {"updated_at": at})
         return _event(row | {"id": table.last_pk})
+
+    def record_llm_calls(self, incident_id: int, calls: Sequence[Any]) -> None:
+        """Append model calls (LLMCall values) to the audit table."""
+        self.db.table("llm_calls").insert_all(
+            {
+                "incident_id": incident_id,
+                "at": c.at,
+                "agent": c.agent,
+                "provider": c.provider,
+                "model": c.model,
+                "input_tokens": c.input_tokens,
+                "output_tokens": c.output_tokens,
+                "cost_usd": c.cost_usd,
+                "latency_s": c.latency_s,
+                "prompt_digest": c.prompt_digest,
+                "tools": _json(list(c.tools)),
+                "decision": c.decision,
+                "valid": int(c.valid),
+                "error": c.error,
+            }
+            for c in calls
+        )
 
     def set_status(
         self, incident_id: int, status: Status, *, at: float, resolution: Resolution | None = None

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from daemon.actions import ACTIONS, ActionParams
-from daemon.agents import AGENTS
 from daemon.durations import Duration
 from daemon.errors import ConfigError
 from daemon.registry import did_you_mean
@@ -45,18 +44,13 @@ class Policy(Model):
 
 
 class Diagnose(Model):
-    agent: str = Field("auto", description="rules | a named agent | auto")
+    agent: str = Field(
+        "auto",
+        pattern=NAME,
+        description="rules | auto (the config's default LLM agent, else rules) | an agent "
+        "named in the config's `agents:`",
+    )
     hints: str = Field("", description="Context for the agent, e.g. how deploys happen")
-
-    @field_validator("agent")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        known = ["auto", *AGENTS.names()]
-        if value not in known:
-            raise ValueError(
-                f"unknown agent {value!r}{did_you_mean(value, known)}; known: {', '.join(known)}"
-            )
-        return value
 
 
 class SlackEscalation(Model):
@@ -83,10 +77,28 @@ class ActionStepBase(Model):
 
     uses: str
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    agent_may_set: list[str] = Field(
+        default_factory=list,
+        description="Numeric parameters an LLM agent may override, within the action's "
+        "bounds (e.g. `replicas`); it never chooses what to act on",
+    )
 
-    def params(self, context: Mapping[str, Any]) -> ActionParams:
-        """Render the `with:` templates and validate them (raises ValidationError)."""
-        return ACTIONS.get(self.uses).params.model_validate(render(self.with_, context))
+    def params(
+        self, context: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+    ) -> ActionParams:
+        """Render the `with:` templates, apply an agent's overrides of `agent_may_set`
+        parameters, and validate (raises ValidationError, or ValueError for an override of a
+        parameter the playbook does not let agents set)."""
+        extra = dict(overrides or {})
+        refused = sorted(set(extra) - set(self.agent_may_set))
+        if refused:
+            allowed = ", ".join(self.agent_may_set) or "none"
+            raise ValueError(
+                f"action {self.id} does not let agents set {', '.join(refused)} "
+                f"(settable: {allowed})"
+            )
+        rendered = render(self.with_, context)
+        return ACTIONS.get(self.uses).params.model_validate({**rendered, **extra})
 
 
 def _step_models(typed: bool) -> list[type[ActionStepBase]]:
@@ -204,6 +216,34 @@ def _params_problems(source: Source) -> list[str]:
     return problems
 
 
+def _numeric_params(uses: str) -> set[str]:
+    """Parameters of an action kind that hold a number: the only kind an agent may set."""
+    schema = ACTIONS.get(uses).params.model_json_schema(by_alias=True)
+    numeric = set()
+    for name, prop in schema.get("properties", {}).items():
+        types = {prop.get("type")} | {p.get("type") for p in prop.get("anyOf", [])}
+        if types & {"integer", "number"} and types <= {"integer", "number", "null", None}:
+            numeric.add(name)
+    return numeric
+
+
+def _agent_may_set_problems(source: Source, playbook: PlaybookBase) -> list[str]:
+    problems = []
+    for index, step in enumerate(playbook.steps):
+        numeric = _numeric_params(step.uses)
+        for j, name in enumerate(step.agent_may_set):
+            if name not in numeric:
+                problems.append(
+                    source.problem(
+                        ("actions", index, "agent_may_set", j),
+                        f"{step.uses} has no numeric parameter {name!r}"
+                        f"{did_you_mean(name, numeric)}; agents may set only numeric "
+                        f"parameters ({', '.join(sorted(numeric)) or 'this action has none'})",
+                    )
+                )
+    return problems
+
+
 def parse_playbook(source: Source) -> PlaybookBase:
     model = playbook_model()
     if not isinstance(source.data, Mapping):
@@ -215,6 +255,7 @@ def parse_playbook(source: Source) -> PlaybookBase:
         problems += validation_problems(source, model, exc)
         playbook = None
     if playbook is not None:
+        problems += _agent_may_set_problems(source, playbook)
         seen: dict[str, int] = {}
         for index, step in enumerate(playbook.steps):
             if step.id == ESCALATE:

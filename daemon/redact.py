@@ -40,6 +40,7 @@ holding its BEGIN line, which is redacted to its end.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -271,6 +272,32 @@ class Redactor:
 
 
 DEFAULT = Redactor()
+
+
+class RedactingFilter(logging.Filter):
+    """A log handler filter: the formatted message is redacted before any handler writes it."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redactor.text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.redactor.text(
+                logging.Formatter().formatException(record.exc_info)
+            )
+        return True
+
+
+def redact_logs(redactor: Redactor, logger: logging.Logger | None = None) -> None:
+    """Redact every record that reaches the handlers of `logger` (default: the root)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        handler.filters = [f for f in handler.filters if not isinstance(f, RedactingFilter)]
+        handler.addFilter(RedactingFilter(redactor))
 
 
 def redact(s: str) -> str:

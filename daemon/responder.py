@@ -12,7 +12,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from daemon.actions import ACTIONS, ActionContext, ActionParams, ActionResult, run_with_retries
-from daemon.agents import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisRequest
+from daemon.agents import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisRequest, Spend
+from daemon.agents.chain import LLMDiagnosers
+from daemon.agents.tools import LiveTools
 from daemon.clock import Clock
 from daemon.detector import effective
 from daemon.durations import format_duration
@@ -21,10 +23,12 @@ from daemon.guard import Guard
 from daemon.incidents import Event, Incident, IncidentStore, Resolution, Status
 from daemon.kube.cluster import KubeClient
 from daemon.redact import DEFAULT as REDACTOR
+from daemon.redact import Redactor
 from daemon.runtime import PlaybookRuntime
 from daemon.templating import TemplateProblem
 from daemon.timeline import Timeline
 from probes.base import EvidenceProbe, Outcome, Reading, check_once, probe_failure
+from probes.prometheus_source import PrometheusClient
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,9 @@ class Responder:
         clock: Clock,
         probe_retries: int = 2,
         kubernetes: Mapping[str, KubeClient] | None = None,
+        prometheus: Mapping[str, PrometheusClient] | None = None,
+        agents: LLMDiagnosers | None = None,
+        redactor: Redactor = REDACTOR,
     ) -> None:
         self.store = store
         self.timeline = timeline
@@ -110,11 +117,41 @@ class Responder:
         self.clock = clock
         self.probe_retries = probe_retries
         self.kubernetes = dict(kubernetes or {})
+        self.prometheus = dict(prometheus or {})
+        self.agents = agents
+        self.redactor = redactor
         self.rules: Diagnoser = AGENTS.get("rules")()
 
     def _diagnoser(self, runtime: PlaybookRuntime) -> Diagnoser:
+        """rules; auto (the config's default LLM agent, else rules); a configured agent; or
+        a diagnoser registered in code."""
         agent = runtime.playbook.diagnose.agent
-        return self.rules if agent in ("auto", "rules") else AGENTS.get(agent)()
+        if agent == "auto":
+            agent = (self.agents.default if self.agents else None) or "rules"
+        if agent == "rules":
+            return self.rules
+        if self.agents is not None and agent in self.agents:
+            return self.agents.diagnoser(agent)
+        return AGENTS.get(agent)()
+
+    def _tools(self, runtime: PlaybookRuntime, incident: Incident) -> LiveTools:
+        """Read-only evidence tools on the playbook's own Prometheus source and cluster."""
+        probe = runtime.playbook.probe_config
+        return LiveTools(
+            incident=incident,
+            store=self.store,
+            clock=self.clock,
+            prometheus=self.prometheus.get(getattr(probe, "source", "default")),
+            kube=self.kubernetes.get(getattr(probe, "cluster", "default")),
+            redactor=self.redactor,
+        )
+
+    def _spend(self, incident: Incident) -> Spend:
+        now = self.clock.now()
+        return Spend(
+            incident_usd=self.store.llm_spend(incident_id=incident.id),
+            today_usd=self.store.llm_spend(since=now - now % 86400),  # since 00:00 UTC
+        )
 
     async def verify(self, runtime: PlaybookRuntime, incident: Incident) -> Verification:
         config = runtime.playbook.probe_config
@@ -261,8 +298,8 @@ class Responder:
             await self._escalate(runtime, incident, verdict.reason)
             return None
         try:
-            params = step.params(context)
-        except (ValidationError, TemplateProblem) as exc:
+            params = step.params(context, decision.params)
+        except (ValidationError, TemplateProblem, ValueError) as exc:
             reason = f"action {step.id} has invalid parameters after rendering: {exc}"
             await self._escalate(runtime, incident, reason)
             return None
@@ -317,7 +354,7 @@ class Responder:
             found = await asyncio.wait_for(runtime.probe.evidence(incident.labels), timeout)
         except TimeoutError:
             found = {"evidence_error": f"gathering evidence timed out after {timeout:g}s"}
-        found = REDACTOR.value(found)
+        found = self.redactor.value(found)
         if found:
             await self.timeline.record(
                 incident, "evidence", f"gathered {', '.join(sorted(found))}", data=found
@@ -353,10 +390,19 @@ class Responder:
         ilog: IncidentLog,
     ) -> Decision:
         request = DiagnosisRequest(
-            incident=incident, playbook=runtime.playbook, context=context, attempts=attempts
+            incident=incident,
+            playbook=runtime.playbook,
+            context=context,
+            attempts=attempts,
+            tools=self._tools(runtime, incident),
+            spend=self._spend(incident),
         )
         diagnoser = self._diagnoser(runtime)
         decision = await diagnoser.diagnose(request)
+        if decision.calls:
+            self.store.record_llm_calls(incident.id, decision.calls)
+        for note in decision.notes:
+            await self.timeline.record(incident, note.kind, note.message, data=note.data)
         allowed = {s.id for s in runtime.playbook.steps} | {ESCALATE}
         if decision.action not in allowed:
             ilog.warning(
@@ -379,6 +425,10 @@ class Responder:
                 "action": decision.action,
                 "confidence": decision.confidence,
                 "reason": decision.reason,
+                "params": dict(decision.params),
+                "llm_calls": len(decision.calls),
+                "tokens": decision.tokens,
+                "cost_usd": round(decision.cost_usd, 6),
             },
         )
         return decision

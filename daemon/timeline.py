@@ -1,7 +1,9 @@
 """The timeline: append an event to the incident log, then tell every notifier about it.
 
 The write comes first, so a notifier that is down never loses an event; its failure is itself
-recorded. What a notifier returns (a Slack thread) is recorded too, for its later events."""
+recorded. What a notifier returns (a Slack thread) is recorded too, for its later events.
+Messages and data are redacted before they are written, so no secret reaches the log or
+Slack, whichever step (an agent's reason, an action's output) let it in."""
 
 from __future__ import annotations
 
@@ -12,15 +14,24 @@ from typing import Any
 from daemon.clock import Clock
 from daemon.incidents import Event, Incident, IncidentStore, Resolution, Status
 from daemon.notify.base import Notification, Notifier, Route
+from daemon.redact import DEFAULT as REDACTOR
+from daemon.redact import Redactor
 
 log = logging.getLogger(__name__)
 
 
 class Timeline:
-    def __init__(self, store: IncidentStore, notifiers: Sequence[Notifier], clock: Clock) -> None:
+    def __init__(
+        self,
+        store: IncidentStore,
+        notifiers: Sequence[Notifier],
+        clock: Clock,
+        redactor: Redactor = REDACTOR,
+    ) -> None:
         self.store = store
         self.notifiers = list(notifiers)
         self.clock = clock
+        self.redactor = redactor
 
     def _receipts(self, incident_id: int) -> dict[str, Mapping[str, Any]]:
         return {
@@ -58,7 +69,13 @@ class Timeline:
         route: Route | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> Event:
-        event = self.store.append(incident.id, kind, message, at=self.clock.now(), data=data)
+        event = self.store.append(
+            incident.id,
+            kind,
+            self.redactor.text(message),
+            at=self.clock.now(),
+            data=self.redactor.value(dict(data or {})),
+        )
         current = self.store.get(incident.id) or incident
         receipts = self._receipts(incident.id)
         for notifier in self.notifiers:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import load_settings
+from daemon.agents.settings import AgentSettings
+from daemon.config import Settings, load_settings
 from daemon.errors import ConfigError
 from daemon.playbook import load_playbooks, playbook_json_schema
 
@@ -140,8 +141,44 @@ def test_duplicate_playbook_names_across_files(tmp_path: Path) -> None:
 
 
 def test_unknown_agent_is_an_error(tmp_path: Path) -> None:
-    [problem] = problems(tmp_path, VALID + "diagnose: {agent: rule}\n")
-    assert problem.startswith("pb.yaml:21: diagnose.agent: unknown agent 'rule' (did you mean")
+    path = write(tmp_path, VALID + "diagnose: {agent: rule}\n")
+    [problem] = Settings().source_problems(load_playbooks([path]))
+    assert problem.startswith(f"{path}:21: diagnose.agent: unknown agent 'rule' (did you mean")
+
+
+def test_agent_named_in_the_config_is_known(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "diagnose: {agent: triage}\n")
+    settings = Settings(agents={"triage": AgentSettings(provider="openai", model="m")})
+    assert settings.source_problems(load_playbooks([path])) == []
+
+
+def test_agent_may_set_only_numeric_parameters(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "    with:\n      argv:", "    agent_may_set: [argv]\n    with:\n      argv:"
+    )
+    [problem] = problems(tmp_path, text)
+    assert problem == (
+        "pb.yaml:18: actions[1].agent_may_set[0]: command has no numeric parameter 'argv'; "
+        "agents may set only numeric parameters (this action has none)"
+    )
+
+
+def test_agent_config_references_are_checked(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "agents:\n"
+        "  triage: {provider: openai, model: m, fallback: [claude], handoffs: [triage]}\n"
+        "llm: {default_agent: triag, budget: {per_day_usd: 5}}\n",
+        "opsmedic.yaml",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert sorted(p.replace(str(path), "c") for p in info.value.problems) == [
+        "c:2: agents.triage.fallback[0]: 'claude' is not another agent's name",
+        "c:2: agents.triage.handoffs[0]: 'triage' is not another agent's name",
+        "c:2: agents.triage.model: a budget is set but llm.prices has no price for 'm'",
+        "c:3: llm.default_agent: no agent named 'triag' under agents:",
+    ]
 
 
 def test_config_errors_name_file_line_and_field(tmp_path: Path) -> None:

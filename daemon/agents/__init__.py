@@ -1,6 +1,24 @@
-"""Diagnosing agents: one module per agent kind, registered in AGENTS."""
+"""Diagnosing agents: the rules diagnoser, and LLM agents (one module per provider)."""
 
-from daemon.agents import rules  # noqa: F401  (registers the rules diagnoser)
-from daemon.agents.base import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisRequest
+from daemon.agents import anthropic, openai, rules  # noqa: F401  (register themselves)
+from daemon.agents.base import (
+    AGENTS,
+    ESCALATE,
+    Decision,
+    Diagnoser,
+    DiagnosisRequest,
+    LLMCall,
+    Note,
+    Spend,
+)
 
-__all__ = ["AGENTS", "ESCALATE", "Decision", "Diagnoser", "DiagnosisRequest"]
+__all__ = [
+    "AGENTS",
+    "ESCALATE",
+    "Decision",
+    "Diagnoser",
+    "DiagnosisRequest",
+    "LLMCall",
+    "Note",
+    "Spend",
+]
