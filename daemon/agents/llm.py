@@ -127,7 +127,7 @@ class OverBudget(Exception):
 def data_block(tag: str, value: Any, limit: int | None = None) -> str:
     """JSON inside <tag>…</tag>, capped at `limit` bytes. `<` and `>` are escaped, so no text
     inside can close the block or open another: whatever the data says, it stays data."""
-    text = json.dumps(value, indent=1, sort_keys=True, default=str, ensure_ascii=False)
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e")
     if limit is not None:
         text = cap(text, limit)
@@ -502,16 +502,19 @@ class LLMAgent:
                     raise HandOff(str(target), str(args.get("reason") or "")[:MAX_REASON])
                 result(f"handoff rejected: choose one of {', '.join(offered_handoff)}", True)
             else:
-                result(await self._run_tool(call, request))
+                result(*await self._run_tool(call, request))
         return None, results, error
 
-    async def _run_tool(self, call: ToolCall, request: DiagnosisRequest) -> str:
+    async def _run_tool(self, call: ToolCall, request: DiagnosisRequest) -> tuple[str, bool]:
+        """The tool's output as a capped, redacted data block, and whether it failed."""
         assert request.tools is not None  # noqa: S101 - evidence tools are offered only then
+        failed = False
         try:
             output: Any = await request.tools.call(call.name, parse_arguments(call.arguments))
         except (ToolError, ValueError) as exc:
-            output = {"error": str(exc)}
-        return self.redactor.text(data_block("tool_output", output, self.llm.tool_output_bytes))
+            output, failed = {"error": str(exc)}, True
+        block = data_block("tool_output", output, self.llm.tool_output_bytes)
+        return self.redactor.text(block), failed
 
 
 def _handoff_targets(tools: Sequence[ToolSpec]) -> list[str]:
