@@ -130,32 +130,49 @@ def cmd_incidents_show(args: argparse.Namespace) -> int:
         print(f"no incident #{args.id} in {store.path}", file=sys.stderr)
         return EXIT_PROBLEM
     events = store.events(incident.id)
+    calls = store.llm_calls(incident.id)
     if args.json:
-        print(json.dumps(incident_json(incident, events), indent=2, default=str))
+        print(json.dumps(incident_json(incident, events, calls), indent=2, default=str))
     else:
-        print(incident_detail(incident, events))
+        print(incident_detail(incident, events, calls))
     return EXIT_OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from daemon.agents import AGENTS
-    from daemon.evaluation import evaluate, load_scenarios, summary
-    from daemon.report import eval_table
+    from daemon.agents.chain import LLMDiagnosers
+    from daemon.clock import SystemClock
+    from daemon.evaluation import agent_names, evaluate, load_scenarios, summary
+    from daemon.report import eval_comparison, eval_table
 
-    if args.agent not in AGENTS.names():
-        known = ", ".join(AGENTS.names())
-        print(f"opsmedic eval: unknown agent {args.agent!r}; known: {known}", file=sys.stderr)
+    settings = _settings(args)
+    llm_agents = LLMDiagnosers(
+        settings.agents, settings.llm, clock=SystemClock(), redactor=settings.redactor()
+    )
+    known = agent_names(llm_agents)
+    agents = args.agent or ["rules"]
+    unknown = [a for a in agents if a not in known]
+    if unknown:
+        print(
+            f"opsmedic eval: unknown agent {unknown[0]!r}; known: {', '.join(known)}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     scenarios = load_scenarios(args.scenarios)
-    outcomes = asyncio.run(evaluate(scenarios, args.agent))
-    result = summary(outcomes, args.agent)
+    results = []
+    for agent in agents:
+        outcomes = asyncio.run(evaluate(scenarios, agent, llm_agents))
+        results.append((outcomes, summary(outcomes, agent)))
     if args.json:
-        print(json.dumps({**result, "outcomes": [asdict(o) for o in outcomes]}, indent=2))
+        report = [{**r, "outcomes": [asdict(o) for o in os]} for os, r in results]
+        print(json.dumps({"agents": report}, indent=2))
     else:
-        print(eval_table(outcomes, result))
-    return EXIT_PROBLEM if result["pass_rate"] < args.min_pass_rate else EXIT_OK
+        print("\n\n".join(eval_table(os, r) for os, r in results))
+        if len(results) > 1:
+            print("\n" + eval_comparison([r for _, r in results]))
+    below = [r["agent"] for _, r in results if r["pass_rate"] < args.min_pass_rate]
+    return EXIT_PROBLEM if below else EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -249,12 +266,18 @@ def parser() -> argparse.ArgumentParser:
     evaluation = command(
         "eval",
         cmd_eval,
-        "score a diagnosing agent on recorded scenarios (no probe runs, no action is taken); "
-        "exit 1 when the pass rate is below --min-pass-rate",
-        config=False,
+        "score diagnosing agents on recorded scenarios (no probe runs, no action is taken; "
+        "LLM agents do call their provider); exit 1 when an agent's pass rate is below "
+        "--min-pass-rate",
     )
     evaluation.add_argument("scenarios", type=Path, metavar="SCENARIO_DIR")
-    evaluation.add_argument("--agent", default="rules", help="agent to evaluate (default rules)")
+    evaluation.add_argument(
+        "--agent",
+        action="append",
+        metavar="NAME",
+        help="agent to evaluate: rules or one named in the config's agents: (repeat to "
+        "compare several; default rules)",
+    )
     evaluation.add_argument(
         "--min-pass-rate", type=float, default=0.0, help="exit 1 below this share (0 to 1)"
     )

@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from daemon.agents import AGENTS, ESCALATE, Decision, DiagnosisRequest
+from daemon.agents import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisRequest
+from daemon.agents.chain import LLMDiagnosers
+from daemon.agents.tools import RecordedTools
 from daemon.errors import ConfigError
 from daemon.incidents import Incident, Status
 from daemon.playbook import NAME, PlaybookBase, parse_playbook
@@ -65,10 +67,15 @@ class Scenario:
     accept: frozenset[str]
 
     def request(self) -> DiagnosisRequest:
+        """The request an agent gets; its tools answer with the recorded outputs."""
         context = template_context(self.incident, None)
         context["evidence"] = dict(self.evidence)
         return DiagnosisRequest(
-            incident=self.incident, playbook=self.playbook, context=context, attempts=self.attempts
+            incident=self.incident,
+            playbook=self.playbook,
+            context=context,
+            attempts=self.attempts,
+            tools=RecordedTools(self.tools),
         )
 
 
@@ -143,15 +150,28 @@ class Outcome:
     passed: bool
     outside_playbook: bool
     latency_s: float
+    decided_by: str = ""  # the agent that decided (after handoffs or fallbacks)
+    llm_calls: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
 
 
-async def evaluate(scenarios: Sequence[Scenario], agent: str) -> list[Outcome]:
-    """Ask the named agent for a decision on each scenario; score it against `accept`."""
+def agent_names(llm_agents: LLMDiagnosers | None) -> list[str]:
+    return sorted({*AGENTS.names(), *(llm_agents.settings if llm_agents else ())})
+
+
+async def evaluate(
+    scenarios: Sequence[Scenario], agent: str, llm_agents: LLMDiagnosers | None = None
+) -> list[Outcome]:
+    """Ask the named agent (registered in code, or configured under `agents:`) for a decision
+    on each scenario; score it against `accept`."""
     outcomes = []
     for scenario in scenarios:
-        diagnoser = AGENTS.get(agent)()
+        diagnoser: Diagnoser = (
+            llm_agents.diagnoser(agent)
+            if llm_agents is not None and agent in llm_agents
+            else AGENTS.get(agent)()
+        )
         started = time.perf_counter()
         decision: Decision = await diagnoser.diagnose(scenario.request())
         latency = time.perf_counter() - started
@@ -167,6 +187,10 @@ async def evaluate(scenarios: Sequence[Scenario], agent: str) -> list[Outcome]:
                 passed=not outside and decision.action in scenario.accept,
                 outside_playbook=outside,
                 latency_s=latency,
+                decided_by=decision.agent,
+                llm_calls=len(decision.calls),
+                tokens=decision.tokens,
+                cost_usd=decision.cost_usd,
             )
         )
     return outcomes
@@ -188,6 +212,7 @@ def summary(outcomes: Sequence[Outcome], agent: str) -> dict[str, Any]:
             for c, os in sorted(by_category.items())
         },
         "outside_playbook": sum(o.outside_playbook for o in outcomes),
+        "fell_back_to_rules": sum(o.decided_by == "rules" and agent != "rules" for o in outcomes),
         "mean_tokens": statistics.fmean(o.tokens for o in outcomes) if outcomes else 0.0,
         "total_cost_usd": sum(o.cost_usd for o in outcomes),
         "mean_latency_s": statistics.fmean(latencies) if latencies else 0.0,

@@ -99,7 +99,64 @@ def incidents_table(store: IncidentStore, incidents: Sequence[Incident]) -> str:
     )
 
 
-def incident_detail(incident: Incident, events: Sequence[Event]) -> str:
+def diagnoses_text(events: Sequence[Event], calls: Sequence[Mapping[str, Any]]) -> str:
+    """Who decided what and why, and what the model calls cost."""
+    parts = []
+    for e in events:
+        if e.kind != "diagnosed":
+            continue
+        d = e.data
+        cost = (
+            f", {d.get('tokens', 0)} tokens, ${d.get('cost_usd', 0.0):.4f}"
+            if d.get("llm_calls")
+            else ""
+        )
+        parts.append(
+            f"  {stamp(e.at)}  {d.get('agent')} → {d.get('action')} "
+            f"(confidence {float(d.get('confidence', 1.0)):.2f}{cost})\n"
+            + textwrap.indent(textwrap.fill(str(d.get("reason", "")), 92), "    ")
+        )
+    text = "diagnoses:\n" + "\n".join(parts) if parts else ""
+    if calls:
+        rows = [
+            [
+                stamp(c["at"]),
+                c["agent"],
+                f"{c['provider']}/{c['model']}",
+                f"{c['input_tokens']}/{c['output_tokens']}",
+                f"${c['cost_usd']:.4f}",
+                f"{c['latency_s']:.2f}s",
+                ", ".join(c["tools"]) or "-",
+                c["decision"] or "-",
+                "ok" if c["valid"] else f"invalid: {c['error']}"[:60],
+            ]
+            for c in calls
+        ]
+        total = sum(c["cost_usd"] for c in calls)
+        tokens = sum(c["input_tokens"] + c["output_tokens"] for c in calls)
+        text += (
+            f"\n\nLLM calls ({len(calls)}; {tokens} tokens; ${total:.4f}):\n"
+            + table(
+                [
+                    "time",
+                    "agent",
+                    "model",
+                    "tokens in/out",
+                    "cost",
+                    "latency",
+                    "tools",
+                    "decision",
+                    "valid",
+                ],
+                rows,
+            )  # fmt: skip
+        )
+    return text
+
+
+def incident_detail(
+    incident: Incident, events: Sequence[Event], calls: Sequence[Mapping[str, Any]] = ()
+) -> str:
     head = [
         f"incident #{incident.id}  {incident.playbook}  ({incident.severity})",
         f"status:      {incident.status.value}"
@@ -114,6 +171,9 @@ def incident_detail(incident: Incident, events: Sequence[Event]) -> str:
     timeline = table(
         ["time", "event", "message"], [[stamp(e.at), e.kind, e.message] for e in events]
     )
+    diagnoses = diagnoses_text(events, calls)
+    if diagnoses:
+        timeline += "\n\n" + diagnoses
     evidence = [e for e in events if e.kind == "evidence"]
     if not evidence:
         return "\n".join(head) + timeline
@@ -126,11 +186,18 @@ def incident_detail(incident: Incident, events: Sequence[Event]) -> str:
     )
 
 
-def incident_json(incident: Incident, events: Sequence[Event] | None = None) -> dict[str, Any]:
+def incident_json(
+    incident: Incident,
+    events: Sequence[Event] | None = None,
+    calls: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     data = asdict(incident)
     data["labels"] = dict(incident.labels)
     if events is not None:
         data["events"] = [asdict(e) | {"data": dict(e.data)} for e in events]
+    if calls is not None:
+        data["llm_calls"] = [dict(c) for c in calls]
+        data["llm_cost_usd"] = sum(c["cost_usd"] for c in calls)
     return data
 
 
@@ -169,18 +236,48 @@ def eval_table(outcomes: Sequence[Any], result: Mapping[str, Any]) -> str:
             "pass" if o.passed else ("OUTSIDE PLAYBOOK" if o.outside_playbook else "fail"),
             o.decision,
             ", ".join(o.accept),
+            o.decided_by,
+            o.tokens,
+            f"${o.cost_usd:.4f}",
             f"{o.latency_s * 1000:.1f}ms",
         ]
         for o in outcomes
     ]
-    body = table(["scenario", "category", "result", "decision", "acceptable", "latency"], rows)
+    body = table(
+        ["scenario", "category", "result", "decision", "acceptable", "decided by", "tokens",
+         "cost", "latency"],
+        rows,
+    )  # fmt: skip
     categories = ", ".join(
         f"{c} {v['passed']}/{v['scenarios']}" for c, v in result["by_category"].items()
     )
     return (
         f"{body}\n\nagent {result['agent']}: {result['passed']}/{result['scenarios']} passed "
         f"({result['pass_rate']:.0%}; {categories}); outside the playbook: "
-        f"{result['outside_playbook']}; mean tokens {result['mean_tokens']:.0f}, cost "
+        f"{result['outside_playbook']}; fell back to rules: {result['fell_back_to_rules']}; "
+        f"mean tokens {result['mean_tokens']:.0f}, cost "
         f"${result['total_cost_usd']:.4f}, latency mean {result['mean_latency_s'] * 1000:.1f}ms "
         f"p95 {result['p95_latency_s'] * 1000:.1f}ms"
     )
+
+
+def eval_comparison(results: Sequence[Mapping[str, Any]]) -> str:
+    """`opsmedic eval` with several agents: one row per agent."""
+    return table(
+        ["agent", "passed", "pass rate", "outside playbook", "fell back", "mean tokens",
+         "total cost", "mean latency", "p95 latency"],
+        [
+            [
+                r["agent"],
+                f"{r['passed']}/{r['scenarios']}",
+                f"{r['pass_rate']:.0%}",
+                r["outside_playbook"],
+                r["fell_back_to_rules"],
+                f"{r['mean_tokens']:.0f}",
+                f"${r['total_cost_usd']:.4f}",
+                f"{r['mean_latency_s'] * 1000:.1f}ms",
+                f"{r['p95_latency_s'] * 1000:.1f}ms",
+            ]
+            for r in results
+        ],
+    )  # fmt: skip

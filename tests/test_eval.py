@@ -12,6 +12,7 @@ from daemon.agents import AGENTS, Decision, DiagnosisRequest
 from daemon.cli import main
 from daemon.errors import ConfigError
 from daemon.evaluation import evaluate, load_scenarios, summary
+from tests.fakes.llm import FakeOpenAI, Reply, ToolCall
 
 SHIPPED = Path(__file__).parent / "scenarios"
 
@@ -95,7 +96,7 @@ def test_cli_prints_the_score_and_json_and_honours_min_pass_rate(
     out = capsys.readouterr().out
     assert "agent rules: 1/2 passed (50%; deployment 1/2)" in out
     assert main(["eval", str(two), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    [report] = json.loads(capsys.readouterr().out)["agents"]
     assert report["pass_rate"] == 0.5 and report["outcomes"][1]["decision"] == "restart"
     assert main(["eval", str(two), "--min-pass-rate", "0.9"]) == 1
     assert main(["eval", str(two), "--agent", "nobody"]) == 2
@@ -124,6 +125,45 @@ def test_shipped_scenarios_cover_pipelines_and_deployments(
     categories = {s.category for s in scenarios}
     assert categories == {"deployment", "pipeline"}
     assert main(["eval", str(SHIPPED), "--agent", "rules", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    [report] = json.loads(capsys.readouterr().out)["agents"]
     assert report["scenarios"] == len(scenarios) and report["outside_playbook"] == 0
     assert 0 < report["passed"] < len(scenarios)  # rules get some right, not the hard ones
+
+
+def test_llm_agents_are_scored_with_tokens_cost_and_latency(
+    two: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    escalate = {"action": "escalate", "reason": "not sure", "confidence": 0.4}
+    with FakeOpenAI(
+        lambda body: Reply(
+            tool_calls=(ToolCall("decide", escalate),), input_tokens=1000, output_tokens=100
+        )
+    ) as fake:
+        config = tmp_path / "opsmedic.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "agents": {
+                        "triage": {
+                            "provider": "openai",
+                            "model": "gpt-test",
+                            "base_url": fake.url,
+                            "retries": 0,
+                        }
+                    },
+                    "llm": {"prices": {"gpt-test": {"input": 1.0, "output": 10.0}}},
+                }
+            )
+        )
+        args = ["eval", str(two), "-c", str(config), "--agent", "rules", "--agent", "triage"]
+        assert main([*args, "--json"]) == 0
+        rules, triage = json.loads(capsys.readouterr().out)["agents"]
+        assert len(fake.requests) == 2  # one per scenario; rules call nobody
+        assert main(args) == 0
+    assert (rules["passed"], rules["mean_tokens"], rules["total_cost_usd"]) == (1, 0, 0)
+    assert [o["decision"] for o in triage["outcomes"]] == ["escalate", "escalate"]
+    assert (triage["passed"], triage["mean_tokens"]) == (1, 1100)
+    assert triage["total_cost_usd"] == pytest.approx(2 * (1000 * 1 + 100 * 10) / 1e6)
+    assert triage["mean_latency_s"] > 0
+    comparison = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:4] == ["triage", "1/2", "50%", "0"] for line in comparison)
