@@ -105,10 +105,19 @@ class Settings(Section):
 
     def resolved(self, base: Path) -> Settings:
         """Relative paths are relative to the config file's directory."""
+        agents = {
+            name: a.model_copy(update={"api_key_file": base / a.api_key_file})
+            if a.api_key_file
+            else a
+            for name, a in self.agents.items()
+        }
+        files = [base / p for p in self.redact.secret_files]
         return self.model_copy(
             update={
                 "playbooks": [base / p for p in self.playbooks],
                 "database": base / self.database,
+                "agents": agents,
+                "redact": self.redact.model_copy(update={"secret_files": files}),
             }
         )
 

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.durations import Duration
+from daemon.errors import PermanentError
 
 TOOL_NAMES = ("promql", "rollout_history", "pods", "events", "logs", "incident_history")
 
@@ -52,7 +53,12 @@ class AgentSettings(Section):
 
     def api_key(self) -> str | None:
         if self.api_key_file is not None:
-            return self.api_key_file.read_text(encoding="utf-8").strip() or None
+            try:
+                return self.api_key_file.read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                raise PermanentError(
+                    f"cannot read api_key_file {self.api_key_file}: {exc.strerror}"
+                ) from None
         env = self.api_key_env or f"{self.provider.upper()}_API_KEY"
         return os.environ.get(env) or None
 

@@ -8,6 +8,7 @@ change anything; the only way an agent acts is the `decide` tool, checked by the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from daemon.kube.workloads import (
     history,
     list_objects,
     meta,
+    owned_by,
     pod_view,
     read_object,
     replicasets_of,
@@ -34,6 +36,9 @@ from probes.prometheus_source import PrometheusClient
 
 MAX_SERIES = 50
 MAX_LOG_LINES = 200
+MAX_LOG_BYTES = 64_000  # read at most this much of a log; the agent loop caps it further
+MAX_POINTS = 30
+MAX_HISTORY = 20
 
 
 class ToolError(Exception):
@@ -115,7 +120,9 @@ SPECS: dict[str, ToolSpec] = {
             name="incident_history",
             description="Earlier incidents of this same target (same fingerprint): when, how "
             "they ended, which actions ran and what was diagnosed.",
-            parameters=_object({"limit": {"type": "integer", "minimum": 1, "maximum": 20}}, []),
+            parameters=_object(
+                {"limit": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY}}, []
+            ),
         ),
     )
 }
@@ -157,7 +164,7 @@ class LiveTools:
             raise ToolError(f"{name} takes no argument {', '.join(sorted(unknown))}")
         try:
             return self.redactor.value(await handler(**arguments))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # a missing argument, or one of the wrong type
             raise ToolError(f"bad arguments for {name}: {exc}") from None
         except (TemporaryError, PermanentError) as exc:
             raise ToolError(f"{name} failed: {exc}") from None
@@ -190,16 +197,26 @@ class LiveTools:
             raise ToolError("no Kubernetes cluster is configured for this playbook")
         return self.kube
 
-    async def _workload_pods(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+    async def _workload_pods(
+        self, namespace: str, kind: str, name: str
+    ) -> tuple[set[str], list[dict[str, Any]]]:
+        """The workload's pods, and the names of the objects between it and them (a
+        Deployment's ReplicaSets, a CronJob's Jobs), whose events are about the workload too."""
         kube = self._cluster()
         obj = await read_object(kube, kind, namespace, name)
-        spec = obj.get("spec") or {}
-        if kind == "CronJob":
-            spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
-        selector = spec.get("selector")
-        if not selector:
-            return []
-        return await list_objects(kube, "Pod", namespace, selector=selector_string(selector))
+        selector = (obj.get("spec") or {}).get("selector")
+        owners: list[dict[str, Any]] = []
+        if kind == "Deployment":
+            owners = [rs for rs in await replicasets_of(kube, obj) if owned_by(rs, obj)]
+        elif kind == "CronJob":  # a Job's selector is generated: its template has none
+            owners = [j for j in await list_objects(kube, "Job", namespace) if owned_by(j, obj)]
+            owners.sort(key=lambda j: (meta(j).get("creationTimestamp") or "", meta(j)["name"]))
+            selector = (owners[-1].get("spec") or {}).get("selector") if owners else None
+        names = {meta(o)["name"] for o in owners}
+        if not selector:  # an empty selector would match every pod of the namespace
+            return names, []
+        pods = await list_objects(kube, "Pod", namespace, selector=selector_string(selector))
+        return names, pods
 
     # --- tools (each named `_<tool>`) ----------------------------------------------------
 
@@ -207,11 +224,12 @@ class LiveTools:
         if self.prometheus is None:
             raise ToolError("no Prometheus source is configured for this playbook")
         now = self.clock.now()
-        if minutes <= 0:
+        window = min(float(minutes), 1440.0) * 60
+        if window <= 0:
             samples = await self.prometheus.instant(query, now)
             return [{"labels": dict(s.labels), "value": s.value} for s in samples[:MAX_SERIES]]
-        step = max(15.0, minutes * 60 / 30)
-        series = await self.prometheus.range(query, now - minutes * 60, now, step)
+        step = max(15.0, math.ceil(window / (MAX_POINTS - 1)))  # both ends are points
+        series = await self.prometheus.range(query, now - window, now, step)
         return [
             {"labels": dict(s.labels), "points": [[round(t), v] for t, v in s.points]}
             for s in series[:MAX_SERIES]
@@ -221,6 +239,8 @@ class LiveTools:
         self, namespace: str | None = None, deployment: str | None = None
     ) -> Any:
         namespace = self._namespace(namespace)
+        if not deployment and self.incident.labels.get("kind", "Deployment") != "Deployment":
+            raise ToolError("rollout_history reads a Deployment: name the deployment")
         _, name = self._workload("Deployment", deployment)
         kube = self._cluster()
         obj = await read_object(kube, "Deployment", namespace, name)
@@ -233,16 +253,17 @@ class LiveTools:
         self, namespace: str | None = None, kind: str | None = None, name: str | None = None
     ) -> Any:
         namespace = self._namespace(namespace)
-        pods = await self._workload_pods(namespace, *self._workload(kind, name))
-        return [pod_view(p) for p in pods[:20]]
+        _, pods = await self._workload_pods(namespace, *self._workload(kind, name))
+        views = sorted((pod_view(p) for p in pods), key=lambda v: v["ready"])  # failing first
+        return views[:20]
 
     async def _events(
         self, namespace: str | None = None, kind: str | None = None, name: str | None = None
     ) -> Any:
         namespace = self._namespace(namespace)
         kind, name = self._workload(kind, name)
-        pods = await self._workload_pods(namespace, kind, name)
-        names = {name} | {meta(p)["name"] for p in pods}
+        owners, pods = await self._workload_pods(namespace, kind, name)
+        names = {name} | owners | {meta(p)["name"] for p in pods}
         return await warning_events(
             self._cluster(), namespace, names, limit=20, redactor=self.redactor
         )
@@ -264,12 +285,14 @@ class LiveTools:
             name=pod,
             namespace=namespace,
             tail_lines=max(1, min(int(lines), MAX_LOG_LINES)),
+            limit_bytes=MAX_LOG_BYTES,
             previous=bool(previous),
             **kwargs,
         )
         return {"pod": pod, "lines": self.redactor.text(str(text)).splitlines()}
 
     async def _incident_history(self, limit: int = 5) -> Any:
+        limit = max(1, min(int(limit), MAX_HISTORY))
         found = []
         for past in self.store.incidents(fingerprint=self.incident.fingerprint, limit=limit + 1):
             if past.id == self.incident.id:
