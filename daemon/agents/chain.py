@@ -220,6 +220,8 @@ class LLMDiagnosers:
                 handoff_reason=why,
                 budget_left=self._budget_left(request, trail.spent()),
             )
+            if run.budget_left is not None and run.budget_left <= 0:  # spent by a handoff
+                raise OverBudget(f"no budget left for {current} (${trail.spent():.4f} spent)")
             try:
                 decision = await agent.investigate(request, run, trail.calls)
             except HandOff as handoff:

@@ -388,7 +388,11 @@ class LLMAgent:
             offered = [t for t in tools if t.name == DECIDE] if last else tools
             turn, call = await self._complete(system, messages, offered, calls)
             spent += call.cost_usd
-            decision, results, error = await self._answer(turn, request, offered)
+            try:
+                decision, results, error = await self._answer(turn, request, offered)
+            except HandOff:  # the handing-off call is audited and counts towards budgets too
+                calls.append(replace(call, tools=tuple(c.name for c in turn.tool_calls)))
+                raise
             calls.append(
                 replace(
                     call,
