@@ -160,10 +160,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     scenarios = load_scenarios(args.scenarios)
-    results = []
-    for agent in agents:
-        outcomes = asyncio.run(evaluate(scenarios, agent, llm_agents))
-        results.append((outcomes, summary(outcomes, agent)))
+
+    async def run_all() -> list[Any]:
+        try:
+            return [await evaluate(scenarios, agent, llm_agents) for agent in agents]
+        finally:
+            await llm_agents.aclose()
+
+    results = [(os, summary(os, a)) for a, os in zip(agents, asyncio.run(run_all()), strict=True)]
     if args.json:
         report = [{**r, "outcomes": [asdict(o) for o in os]} for os, r in results]
         print(json.dumps({"agents": report}, indent=2))

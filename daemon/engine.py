@@ -58,6 +58,9 @@ class Engine:
         }
         redactor = self.settings.redactor()
         self.timeline = Timeline(store, notifiers, clock, redactor)
+        self.agents = LLMDiagnosers(
+            self.settings.agents, self.settings.llm, clock=clock, redactor=redactor
+        )
         self.responder = Responder(
             store=store,
             timeline=self.timeline,
@@ -68,9 +71,7 @@ class Engine:
             probe_retries=self.settings.probe_retries,
             kubernetes=context.kubernetes,
             prometheus=context.prometheus,
-            agents=LLMDiagnosers(
-                self.settings.agents, self.settings.llm, clock=clock, redactor=redactor
-            ),
+            agents=self.agents,
             redactor=redactor,
         )
         self._responses: dict[int, asyncio.Task[None]] = {}
@@ -145,6 +146,7 @@ class Engine:
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
+        await self.agents.aclose()
 
     async def idle(self) -> None:
         """Wait until no response is in flight (for tests and the demo)."""

@@ -136,6 +136,12 @@ class LLMDiagnosers:
             raise KeyError(f"no agent named {name!r} in the config")
         return Named(name=name, agents=self)
 
+    async def aclose(self) -> None:
+        """Close the providers' HTTP connections."""
+        for agent in self._agents.values():
+            await agent.provider.aclose()
+        self._agents.clear()
+
     def agent(self, name: str) -> LLMAgent:
         if name not in self._agents:
             settings = self.settings[name]

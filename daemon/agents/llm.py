@@ -94,6 +94,8 @@ class Provider(Protocol):
         """One model turn. Raises TemporaryError (retry may help) or PermanentError."""
         ...
 
+    async def aclose(self) -> None: ...
+
 
 PROVIDERS: Registry[Callable[[AgentSettings], Provider]] = Registry("LLM provider")
 

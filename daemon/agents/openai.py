@@ -69,6 +69,11 @@ class OpenAIProvider:
             )
         return self._client
 
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
     async def complete(
         self,
         *,
