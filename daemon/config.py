@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from daemon.agents import AGENTS
 from daemon.agents.settings import AgentSettings, LLMSettings, reference_problems
 from daemon.durations import Duration
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, PermanentError
 from daemon.kube.cluster import KubernetesCluster
 from daemon.playbook import LoadedPlaybook
 from daemon.redact import Redactor
@@ -89,16 +90,24 @@ class Settings(Section):
     redact: RedactSettings = Field(default_factory=RedactSettings)
 
     def redactor(self) -> Redactor:
-        """Configured secret values, plus every credential this config points to."""
-        values = [os.environ.get(name, "") for name in self.redact.secrets_env]
-        values += [_read(p) for p in self.redact.secret_files]
-        values += [agent.api_key() or "" for agent in self.agents.values()]
-        values.append(self.notify.slack.token() or "")
+        """Configured secret values, plus every credential this config points to. A
+        credential that cannot be read is skipped here; its user reports the error."""
+        getters: list[Callable[[], str | None]] = [
+            *(functools.partial(os.environ.get, name) for name in self.redact.secrets_env),
+            *(a.api_key for a in self.agents.values()),
+            self.notify.slack.token,
+            *(c.token for c in self.kubernetes.values()),
+        ]
         for source in self.prometheus.values():
-            auth = source.request_headers().get("Authorization", "")
-            values.append(auth.removeprefix("Bearer ").strip())
+            getters.append(functools.partial(_bearer, source))
             if source.basic_auth is not None:
-                values.append(source.basic_auth.password())
+                getters.append(source.basic_auth.password)
+        values = [_read(p) for p in self.redact.secret_files]  # these must be readable
+        for get in getters:
+            try:
+                values.append((get() or "").strip())
+            except (OSError, PermanentError):
+                continue
         return Redactor(
             secrets=tuple(v for v in values if v), emails=self.redact.emails, ips=self.redact.ips
         )
@@ -190,4 +199,8 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError([f"{path}:0: redact.secret_files: cannot read: {exc.strerror}"]) from None
+        raise ConfigError([f"redact.secret_files: cannot read {path}: {exc.strerror}"]) from None
+
+
+def _bearer(source: PrometheusSource) -> str:
+    return source.request_headers().get("Authorization", "").removeprefix("Bearer ")

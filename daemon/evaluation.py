@@ -21,10 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.agents import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisRequest
 from daemon.agents.chain import LLMDiagnosers
+from daemon.agents.settings import TOOL_NAMES
 from daemon.agents.tools import RecordedTools
 from daemon.errors import ConfigError
 from daemon.incidents import Incident, Status
 from daemon.playbook import NAME, PlaybookBase, parse_playbook
+from daemon.registry import did_you_mean
 from daemon.responder import template_context
 from daemon.yamlsource import read_yaml, validation_problems
 
@@ -96,6 +98,14 @@ def load_scenario(path: Path) -> Scenario:
         source.problem(("attempts", a), f"{a!r} is not an action of the playbook")
         for a in raw.attempts
         if a not in allowed
+    ]
+    problems += [
+        source.problem(
+            ("tools", t),
+            f"no tool named {t!r}{did_you_mean(t, TOOL_NAMES)}; tools: " + ", ".join(TOOL_NAMES),
+        )
+        for t in raw.tools
+        if t not in TOOL_NAMES
     ]
     if problems:
         raise ConfigError(problems)

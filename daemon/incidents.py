@@ -156,7 +156,7 @@ class IncidentStore:
             )
             self.db.table("events").create_index(["incident_id"])
             self.db.table("events").create_index(["kind", "at"])
-        if "llm_calls" not in self.db.table_names():  # added in 0.5; older logs gain it
+        if "llm_calls" not in self.db.table_names():  # added with LLM agents; older logs gain it
             self.db.table("llm_calls").create(
                 {
                     "id": int,
@@ -278,7 +278,7 @@ class IncidentStore:
 
     def llm_calls(self, incident_id: int) -> list[dict[str, Any]]:
         """The incident's model calls (the audit trail), oldest first."""
-        if "llm_calls" not in self.db.table_names():  # a read-only log from before 0.5
+        if "llm_calls" not in self.db.table_names():  # a read-only log from before LLM agents
             return []
         rows = self.db.table("llm_calls").rows_where(
             "incident_id = ?", [incident_id], order_by="id"

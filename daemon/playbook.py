@@ -79,8 +79,8 @@ class ActionStepBase(Model):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     agent_may_set: list[str] = Field(
         default_factory=list,
-        description="Numeric parameters an LLM agent may override, within the action's "
-        "bounds (e.g. `replicas`); it never chooses what to act on",
+        description="Parameters an LLM agent may override within the action's bounds (e.g. "
+        "`replicas` of kubernetes.scale); it never chooses what to act on",
     )
 
     def params(
@@ -216,29 +216,18 @@ def _params_problems(source: Source) -> list[str]:
     return problems
 
 
-def _numeric_params(uses: str) -> set[str]:
-    """Parameters of an action kind that hold a number: the only kind an agent may set."""
-    schema = ACTIONS.get(uses).params.model_json_schema(by_alias=True)
-    numeric = set()
-    for name, prop in schema.get("properties", {}).items():
-        types = {prop.get("type")} | {p.get("type") for p in prop.get("anyOf", [])}
-        if types & {"integer", "number"} and types <= {"integer", "number", "null", None}:
-            numeric.add(name)
-    return numeric
-
-
 def _agent_may_set_problems(source: Source, playbook: PlaybookBase) -> list[str]:
     problems = []
     for index, step in enumerate(playbook.steps):
-        numeric = _numeric_params(step.uses)
+        settable = ACTIONS.get(step.uses).params.agent_settable
         for j, name in enumerate(step.agent_may_set):
-            if name not in numeric:
+            if name not in settable:
                 problems.append(
                     source.problem(
                         ("actions", index, "agent_may_set", j),
-                        f"{step.uses} has no numeric parameter {name!r}"
-                        f"{did_you_mean(name, numeric)}; agents may set only numeric "
-                        f"parameters ({', '.join(sorted(numeric)) or 'this action has none'})",
+                        f"{step.uses} does not let agents set {name!r}"
+                        f"{did_you_mean(name, settable)}; settable: "
+                        f"{', '.join(sorted(settable)) or 'none'}",
                     )
                 )
     return problems

@@ -6,7 +6,8 @@ lines, stored evidence such as pod log lines) goes through `Redactor.text` or `R
 Placeholder scheme: every redacted span becomes `[REDACTED:<kind>]`, where `<kind>` names what
 was found, so a reader knows what was there without seeing it:
 
-    private-key     PEM private keys (RSA, EC, DSA, OPENSSH, ENCRYPTED, PKCS#8), BEGIN..END
+    private-key     PEM private keys (RSA, EC, DSA, OPENSSH, ENCRYPTED, PKCS#8), BEGIN..END,
+                    and the base64 lines before an END line whose BEGIN was cut off
     password        the password of `scheme://user:password@host` (user and host are kept),
                     and values of `password=` / `passwd:` / `passphrase` assignments
     bearer, basic   `Bearer <token>` / `Basic <base64>` credentials (the scheme word is kept)
@@ -72,6 +73,31 @@ _PRIVATE_KEY = re.compile(
     r".*?(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
     re.DOTALL,
 )
+_PRIVATE_KEY_END = re.compile(r"-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+_BASE64_LINE = re.compile(r"[ \t]*[A-Za-z0-9+/=]{16,}[ \t]*\r?")
+
+
+def _private_key_tails(s: str) -> str:
+    """The tail of a private key whose BEGIN line was cut off (a log read with a line or byte
+    limit): the base64 lines right above an END line, and that line, become a placeholder.
+    Walks back from each END line, so the time is linear in the text."""
+    out: list[str] = []
+    done = 0  # s[:done] is settled
+    for end in _PRIVATE_KEY_END.finditer(s):
+        line = max(s.rfind("\n", done, end.start()) + 1, done)  # where the END line starts
+        if end.start() < done or s[line : end.start()].strip(" \t"):
+            continue  # not at the start of its line
+        start = line
+        while start > done:
+            above = max(s.rfind("\n", done, start - 1) + 1, done)
+            if not _BASE64_LINE.fullmatch(s, above, start - 1):
+                break
+            start = above
+        if start < line:
+            out += [s[done:start], _mark("private-key")]
+            done = end.end()
+    return "".join(out) + s[done:]
+
 
 _SLACK_WEBHOOK = re.compile(
     r"(?P<keep>https?://hooks\.slack\.com/(?:services|workflows|triggers)/)[A-Za-z0-9_/-]+"
@@ -206,7 +232,6 @@ def _credential(kind: str) -> Callable[[re.Match[str]], str]:
 
 
 _PASSES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
-    (_PRIVATE_KEY, _mark("private-key")),
     (_SLACK_WEBHOOK, lambda m: m.group("keep") + _mark("slack-webhook")),
     *((pattern, _mark(kind)) for kind, pattern in _TOKENS),
     (_URL_PASSWORD, lambda m: m.group("keep") + _mark("password")),
@@ -238,6 +263,7 @@ class Redactor:
             s = self._configured.sub(
                 lambda m: m.group(0) if m.group("placeholder") else _mark("secret"), s
             )
+        s = _private_key_tails(_PRIVATE_KEY.sub(_mark("private-key"), s))
         for pattern, replacement in _PASSES:
             s = pattern.sub(replacement, s)
         if self.emails:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -399,8 +399,9 @@ class Responder:
         )
         diagnoser = self._diagnoser(runtime)
         decision = await diagnoser.diagnose(request)
-        if decision.calls:
-            self.store.record_llm_calls(incident.id, decision.calls)
+        if decision.calls:  # errors quote provider and model text: redacted like events
+            calls = [replace(c, error=self.redactor.text(c.error)) for c in decision.calls]
+            self.store.record_llm_calls(incident.id, calls)
         for note in decision.notes:
             await self.timeline.record(incident, note.kind, note.message, data=note.data)
         allowed = {s.id for s in runtime.playbook.steps} | {ESCALATE}

@@ -3,7 +3,8 @@
 The write comes first, so a notifier that is down never loses an event; its failure is itself
 recorded. What a notifier returns (a Slack thread) is recorded too, for its later events.
 Messages and data are redacted before they are written, so no secret reaches the log or
-Slack, whichever step (an agent's reason, an action's output) let it in."""
+Slack, whichever step (an agent's reason, an action's output) let it in. (Receipts of
+notifiers — a Slack channel and message ts — are stored as they are.)"""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ class Timeline:
                 self.store.append(
                     incident.id,
                     "notify_failed",
-                    f"{notifier.name}: {exc}",
+                    self.redactor.text(f"{notifier.name}: {exc}"),
                     at=self.clock.now(),
                     data={"notifier": notifier.name, "event": event.id},
                 )

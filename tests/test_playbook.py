@@ -152,14 +152,31 @@ def test_agent_named_in_the_config_is_known(tmp_path: Path) -> None:
     assert settings.source_problems(load_playbooks([path])) == []
 
 
-def test_agent_may_set_only_numeric_parameters(tmp_path: Path) -> None:
+def test_agent_may_set_only_amounts_the_action_bounds(tmp_path: Path) -> None:
     text = VALID.replace(
         "    with:\n      argv:", "    agent_may_set: [argv]\n    with:\n      argv:"
     )
     [problem] = problems(tmp_path, text)
     assert problem == (
-        "pb.yaml:18: actions[1].agent_may_set[0]: command has no numeric parameter 'argv'; "
-        "agents may set only numeric parameters (this action has none)"
+        "pb.yaml:18: actions[1].agent_may_set[0]: command does not let agents set 'argv'; "
+        "settable: none"
+    )
+
+
+def test_agent_may_not_set_the_bounds_of_scale(tmp_path: Path) -> None:
+    scale = """\
+name: web
+probe: {kind: http, url: "http://127.0.0.1:9/health"}
+actions:
+  - id: scale-out
+    uses: kubernetes.scale
+    agent_may_set: [replicas, max]
+    with: {namespace: shop, deployment: web, replicas: 3, min: 2, max: 10}
+"""
+    [problem] = problems(tmp_path, scale)
+    assert problem == (
+        "pb.yaml:6: actions[0].agent_may_set[1]: kubernetes.scale does not let agents set "
+        "'max'; settable: by, replicas"
     )
 
 

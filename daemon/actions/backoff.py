@@ -3,6 +3,8 @@ re-verified. For transient faults that heal on their own (rate limits, brief out
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from daemon.actions.base import ACTIONS, ActionContext, ActionKind, ActionParams, ActionResult
@@ -13,6 +15,8 @@ class BackoffParams(ActionParams):
     initial: Duration = Field(30.0, description="Wait before the first re-check")
     factor: float = Field(2.0, ge=1.0, description="Growth per attempt of this action")
     max: Duration = Field(600.0, description="Upper bound of one wait")
+
+    agent_settable: ClassVar[frozenset[str]] = frozenset({"initial", "factor"})
 
 
 class BackoffAction:

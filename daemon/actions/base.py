@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +19,10 @@ class ActionParams(BaseModel):
     """The `with:` block of an action; each kind subclasses it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent_settable: ClassVar[frozenset[str]] = frozenset()
+    """Parameters a playbook may let an LLM agent choose (`agent_may_set`): amounts the
+    action's own validation bounds. Never what to act on, and never the bounds themselves."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -313,6 +313,8 @@ class ScaleParams(KubeParams):
     by: int | None = Field(None, description="Or change the current count by this much")
     min: int = Field(1, ge=0, description="Never fewer replicas than this")
     max: int = Field(ge=1, description="Never more replicas than this")
+
+    agent_settable: ClassVar[frozenset[str]] = frozenset({"replicas", "by"})
 
     @model_validator(mode="after")
     def _valid(self) -> ScaleParams:

@@ -4,6 +4,7 @@ handoff depth, decision cache, circuit breaker, budgets and the price table."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from daemon.durations import Duration
 from daemon.errors import PermanentError
 
+NAME = r"^[a-z0-9][a-z0-9_.-]*$"  # as playbook names: `diagnose.agent` must be able to name it
 TOOL_NAMES = ("promql", "rollout_history", "pods", "events", "logs", "incident_history")
 
 
@@ -115,6 +117,10 @@ def reference_problems(
             (("llm", "default_agent"), f"no agent named {llm.default_agent!r} under agents:")
         )
     for name, agent in agents.items():
+        if not re.match(NAME, name):
+            found.append(
+                (("agents", name), "agent names are lowercase: letters, digits, '_', '.', '-'")
+            )
         if name in ("rules", "auto"):
             found.append((("agents", name), f"the agent name {name!r} is reserved"))
         for key in ("handoffs", "fallback"):
