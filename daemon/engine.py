@@ -225,7 +225,7 @@ class Engine:
             playbook=SOURCE_UNAVAILABLE,
             labels=labels,
             severity="critical",
-            summary=failed.message,
+            summary=self.timeline.redactor.text(failed.message),
             value=None,
             at=self.clock.now(),
         )
@@ -249,7 +249,7 @@ class Engine:
                 playbook=t.playbook,
                 labels=t.labels,
                 severity=runtime.playbook.severity,
-                summary=reading.message if reading else "no data",
+                summary=self.timeline.redactor.text(reading.message) if reading else "no data",
                 value=reading.value if reading else None,
                 at=t.at,
             )

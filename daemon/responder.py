@@ -399,8 +399,11 @@ class Responder:
         )
         diagnoser = self._diagnoser(runtime)
         decision = await diagnoser.diagnose(request)
-        if decision.calls:  # errors quote provider and model text: redacted like events
-            calls = [replace(c, error=self.redactor.text(c.error)) for c in decision.calls]
+        if decision.calls:  # errors and tool names hold model text: redacted like events
+            calls = [
+                replace(c, error=self.redactor.text(c.error), tools=self.redactor.value(c.tools))
+                for c in decision.calls
+            ]
             self.store.record_llm_calls(incident.id, calls)
         for note in decision.notes:
             await self.timeline.record(incident, note.kind, note.message, data=note.data)

@@ -10,6 +10,7 @@ from pydantic import Field
 from daemon.durations import Duration
 from daemon.errors import TemporaryError
 from daemon.httpclient import request
+from daemon.redact import DEFAULT as REDACTOR
 from probes.base import PROBES, Outcome, ProbeConfig, ProbeContext, ProbeKind, Reading
 
 
@@ -49,7 +50,7 @@ class HttpProbe:
 
     async def check(self) -> list[Reading]:
         cfg = self.config
-        labels = {"url": cfg.url}
+        labels = {"url": REDACTOR.text(cfg.url)}  # labels are stored and shown: no password
         try:
             resp = await request(cfg.method, cfg.url, headers=cfg.headers, timeout=cfg.timeout)
         except TemporaryError as exc:

@@ -188,7 +188,7 @@ def system_prompt(name: str, settings: AgentSettings, request: DiagnosisRequest)
 
 def incident_message(request: DiagnosisRequest, handed_from: str | None, why: str) -> str:
     incident = request.incident
-    data = {
+    data: dict[str, Any] = {
         "incident": {"id": incident.id, "playbook": incident.playbook, "summary": incident.summary},
         "labels": dict(request.context.get("labels", {})),
         "value": request.context.get("value"),
@@ -196,8 +196,9 @@ def incident_message(request: DiagnosisRequest, handed_from: str | None, why: st
         "evidence": request.context.get("evidence", {}),
     }
     intro = ""
-    if handed_from:
-        intro = f"Agent {handed_from} handed this incident to you. Its reason: {why}\n\n"
+    if handed_from:  # its reason is model text that data may have steered: data too
+        data["handoff"] = {"from": handed_from, "reason": why}
+        intro = f"Agent {handed_from} handed this incident to you (see `handoff` in the data).\n\n"
     return (
         f"{intro}Incident #{incident.id} is open. Its data:\n"
         f"{data_block('incident_data', data)}\n"
@@ -297,12 +298,13 @@ def check_decision(raw: str, request: DiagnosisRequest, agent: str) -> Decision:
         if total >= playbook.policy.max_attempts:
             raise ValueError(f"the playbook's limit of {total} actions is reached; escalate")
         try:
-            step.params(request.context, params)
+            validated = step.params(request.context, params)
         except ValidationError as exc:
             problems = "; ".join(e["msg"] for e in exc.errors())
             raise ValueError(f"parameters of {action} rejected: {problems}") from None
         except (ValueError, TemplateProblem) as exc:
             raise ValueError(f"parameters of {action} rejected: {exc}") from None
+        params = {k: getattr(validated, k) for k in params}  # as validated: "5" → 5
     elif params:
         params = {}
     return Decision(
@@ -458,7 +460,10 @@ class LLMAgent:
                 clock=self.clock,
                 what=f"agent {self.name} ({self.provider.name})",
             )
-        except (TemporaryError, PermanentError) as exc:
+        except Exception as exc:  # noqa: BLE001 - e.g. the SDK cannot encode what the model
+            # wrote (NaN, a lone surrogate): whatever happens, the chain falls back
+            if not isinstance(exc, TemporaryError | PermanentError):
+                exc = PermanentError(f"{type(exc).__name__}: {exc}")
             error = f"{self.provider.name}: {exc}"
             latency = time.perf_counter() - started
             calls.append(replace(call, latency_s=latency, valid=False, error=error))
