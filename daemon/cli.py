@@ -138,6 +138,23 @@ def cmd_incidents_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_incidents_usage(args: argparse.Namespace) -> int:
+    import time
+
+    from daemon.report import usage_table
+
+    store = _store(args)
+    now = time.time()
+    rows = store.llm_usage(since=now - now % 86400 - (args.days - 1) * 86400)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(usage_table(rows))
+    else:
+        print(f"no LLM calls in the last {args.days} day(s)")
+    return EXIT_OK
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -253,7 +270,8 @@ def parser() -> argparse.ArgumentParser:
     isub = incidents.add_subparsers(dest="incidents_command", required=True, metavar="COMMAND")
     for name, func, help_text in (
         ("list", cmd_incidents_list, "list incidents, newest first"),
-        ("show", cmd_incidents_show, "show one incident and its timeline"),
+        ("show", cmd_incidents_show, "show one incident, its timeline, diagnoses and LLM cost"),
+        ("usage", cmd_incidents_usage, "LLM calls, tokens and cost per UTC day, agent, model"),
     ):
         p = isub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
@@ -264,8 +282,12 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--status", choices=["open", "escalated", "resolved"])
             p.add_argument("--playbook", help="only this playbook's incidents")
             p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-        else:
+        elif name == "show":
             p.add_argument("id", type=int, help="incident id")
+        else:
+            p.add_argument(
+                "--days", type=int, default=7, help="today and the days before (default 7)"
+            )
 
     evaluation = command(
         "eval",

@@ -301,6 +301,21 @@ class IncidentStore:
         sql = f"SELECT COALESCE(SUM(cost_usd), 0) FROM llm_calls WHERE {' AND '.join(where)}"  # noqa: S608 - fixed clauses
         return float(self.db.execute(sql, args).fetchone()[0])
 
+    def llm_usage(self, *, since: float) -> list[dict[str, Any]]:
+        """Model calls since a time, per UTC day, agent and model: calls, tokens, cost."""
+        if "llm_calls" not in self.db.table_names():
+            return []
+        rows = self.db.execute(
+            "SELECT date(at, 'unixepoch') AS day, agent, model, COUNT(*) AS calls, "
+            "SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, "
+            "SUM(cost_usd) AS cost_usd, COUNT(DISTINCT incident_id) AS incidents, "
+            "SUM(1 - valid) AS invalid FROM llm_calls WHERE at >= ? "
+            "GROUP BY day, agent, model ORDER BY day DESC, cost_usd DESC",
+            [since],
+        )
+        columns = [d[0] for d in rows.description]
+        return [dict(zip(columns, r, strict=True)) for r in rows.fetchall()]
+
     # --- writes --------------------------------------------------------------------------
 
     def open(

@@ -281,3 +281,25 @@ def eval_comparison(results: Sequence[Mapping[str, Any]]) -> str:
             for r in results
         ],
     )  # fmt: skip
+
+
+def usage_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """`opsmedic incidents usage`: LLM spend per day, agent and model, with a total."""
+    body = table(
+        ["day", "agent", "model", "incidents", "calls", "invalid", "tokens in/out", "cost"],
+        [
+            [
+                r["day"],
+                r["agent"],
+                r["model"],
+                r["incidents"],
+                r["calls"],
+                r["invalid"],
+                f"{r['input_tokens']}/{r['output_tokens']}",
+                f"${r['cost_usd']:.4f}",
+            ]
+            for r in rows
+        ],
+    )
+    total = sum(r["cost_usd"] for r in rows)
+    return f"{body}\n\ntotal: {sum(r['calls'] for r in rows)} calls, ${total:.4f}"

@@ -95,6 +95,15 @@ async def test_default_agent_investigates_decides_and_is_audited(
     assert "LLM calls (2; 5250 tokens; $0.0120)" in shown
     assert main(["incidents", "show", str(incident.id), "--db", str(store.path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["llm_cost_usd"] == pytest.approx(cost)
+    usage = ["incidents", "usage", "--db", str(store.path), "--days", "10000"]  # fake clock: 2023
+    assert main([*usage, "--json"]) == 0
+    [day] = json.loads(capsys.readouterr().out)
+    assert (day["day"], day["agent"], day["model"]) == ("2023-11-14", "triage", "gpt-test")
+    assert (day["calls"], day["incidents"], day["invalid"]) == (2, 1, 0)
+    assert (day["input_tokens"], day["output_tokens"]) == (5000, 250)
+    assert day["cost_usd"] == pytest.approx(cost)
+    assert main(usage) == 0
+    assert capsys.readouterr().out.rstrip().endswith("total: 2 calls, $0.0120")
 
 
 async def test_auto_without_a_default_agent_means_rules(
