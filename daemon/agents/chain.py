@@ -164,10 +164,6 @@ class LLMDiagnosers:
                 digest=key[2],
             )
             return trail.finish(cached.decision)
-        over = self._over_budget(request)
-        if over:
-            trail.note("budget_exceeded", f"{over}; the rules diagnoser decides")
-            return trail.finish(await self.rules.diagnose(request))
         for candidate in self._chain(name):
             if candidate == "rules":
                 break
@@ -187,24 +183,17 @@ class LLMDiagnosers:
         chain = [name, *self.settings[name].fallback, "rules"]
         return list(dict.fromkeys(chain))
 
-    def _over_budget(self, request: DiagnosisRequest) -> str | None:
-        budget = self.llm.budget
-        incident, today = request.spend.incident_usd, request.spend.today_usd
-        if budget.per_incident_usd is not None and incident >= budget.per_incident_usd:
-            return (
-                f"LLM budget per incident spent (${incident:.4f} of ${budget.per_incident_usd:g})"
-            )
-        if budget.per_day_usd is not None and today >= budget.per_day_usd:
-            return f"LLM budget per day spent (${today:.4f} of ${budget.per_day_usd:g})"
-        return None
-
-    def _budget_left(self, request: DiagnosisRequest, spent_now: float) -> float | None:
+    def _budget_left(self, request: DiagnosisRequest, spent_now: float) -> tuple[float, str] | None:
+        """What the tighter of the per-incident and per-day budgets leaves, and its account."""
         budget = self.llm.budget
         left = [
-            limit - spent - spent_now
-            for limit, spent in (
-                (budget.per_incident_usd, request.spend.incident_usd),
-                (budget.per_day_usd, request.spend.today_usd),
+            (
+                limit - spent - spent_now,
+                f"per {what} spent (${spent + spent_now:.4f} of ${limit:g})",
+            )
+            for what, limit, spent in (
+                ("incident", budget.per_incident_usd, request.spend.incident_usd),
+                ("day", budget.per_day_usd, request.spend.today_usd),
             )
             if limit is not None
         ]
@@ -214,6 +203,9 @@ class LLMDiagnosers:
         """One agent of the fallback chain, following its handoffs; None when it failed."""
         current, handed_from, why, depth = name, None, "", 0
         while True:
+            budget = self._budget_left(request, trail.spent())
+            if budget is not None and budget[0] <= 0:  # before asking, or after a handoff
+                raise OverBudget(f"LLM budget {budget[1]}")
             agent = self.agent(current)
             blocked = self.breaker.open_reason(agent.provider.key)
             if blocked:
@@ -224,10 +216,8 @@ class LLMDiagnosers:
                 handoff_targets=tuple(can_hand_to),
                 handed_from=handed_from,
                 handoff_reason=why,
-                budget_left=self._budget_left(request, trail.spent()),
+                budget_left=None if budget is None else budget[0],
             )
-            if run.budget_left is not None and run.budget_left <= 0:  # spent by a handoff
-                raise OverBudget(f"no budget left for {current} (${trail.spent():.4f} spent)")
             try:
                 decision = await agent.investigate(request, run, trail.calls)
             except HandOff as handoff:
