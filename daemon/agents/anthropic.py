@@ -7,8 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from daemon.agents.llm import PROVIDERS, Message, ToolCall, Turn, UserText, sdk_error
-from daemon.agents.settings import AgentSettings
+from daemon.agents.llm import PROVIDERS, Message, SDKProvider, ToolCall, Turn, UserText, sdk_error
 from daemon.agents.tools import ToolSpec
 from daemon.errors import PermanentError
 
@@ -50,34 +49,23 @@ def wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return wire
 
 
-class AnthropicProvider:
+class AnthropicProvider(SDKProvider):
     name = "anthropic"
+    default_host = "api.anthropic.com"
 
-    def __init__(self, settings: AgentSettings) -> None:
-        self.settings = settings
-        self.key = f"anthropic@{settings.base_url or 'api.anthropic.com'}"
-        self._client: Any = None
+    def _new_client(self) -> Any:
+        import anthropic
 
-    def _connect(self) -> Any:
-        if self._client is None:
-            import anthropic
-
-            key = self.settings.api_key()
-            if key is None:
-                env = self.settings.api_key_env or "ANTHROPIC_API_KEY"
-                raise PermanentError(f"anthropic: no API key in ${env} or api_key_file")
-            self._client = anthropic.AsyncAnthropic(
-                api_key=key,
-                base_url=self.settings.base_url,
-                timeout=self.settings.timeout,
-                max_retries=0,  # opsmedic retries on its own clock
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        key = self.settings.api_key()
+        if key is None:
+            env = self.settings.api_key_env or "ANTHROPIC_API_KEY"
+            raise PermanentError(f"anthropic: no API key in ${env} or api_key_file")
+        return anthropic.AsyncAnthropic(
+            api_key=key,
+            base_url=self.settings.base_url,
+            timeout=self.settings.timeout,
+            max_retries=0,  # opsmedic retries on its own clock
+        )
 
     async def complete(
         self,

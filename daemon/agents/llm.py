@@ -100,6 +100,32 @@ class Provider(Protocol):
 PROVIDERS: Registry[Callable[[AgentSettings], Provider]] = Registry("LLM provider")
 
 
+class SDKProvider:
+    """What the SDK adapters share: one client, made on first use (so a missing key fails
+    the agent, not start-up) and closed on shutdown. Subclasses say how to make it."""
+
+    name: str
+    default_host: str
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.key = f"{self.name}@{settings.base_url or self.default_host}"
+        self._client: Any = None
+
+    def _new_client(self) -> Any:
+        raise NotImplementedError
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
 # --- outcomes other than a decision --------------------------------------------------------
 
 

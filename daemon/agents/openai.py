@@ -9,12 +9,12 @@ from typing import Any
 from daemon.agents.llm import (
     PROVIDERS,
     Message,
+    SDKProvider,
     ToolCall,
     Turn,
     UserText,
     sdk_error,
 )
-from daemon.agents.settings import AgentSettings
 from daemon.agents.tools import ToolSpec
 from daemon.errors import PermanentError
 
@@ -45,34 +45,23 @@ def wire_messages(system: str, messages: Sequence[Message]) -> list[dict[str, An
     return wire
 
 
-class OpenAIProvider:
+class OpenAIProvider(SDKProvider):
     name = "openai"
+    default_host = "api.openai.com"
 
-    def __init__(self, settings: AgentSettings) -> None:
-        self.settings = settings
-        self.key = f"openai@{settings.base_url or 'api.openai.com'}"
-        self._client: Any = None
+    def _new_client(self) -> Any:
+        import openai
 
-    def _connect(self) -> Any:
-        if self._client is None:
-            import openai
-
-            key = self.settings.api_key()
-            if key is None and self.settings.base_url is None:
-                env = self.settings.api_key_env or "OPENAI_API_KEY"
-                raise PermanentError(f"openai: no API key in ${env} or api_key_file")
-            self._client = openai.AsyncOpenAI(
-                api_key=key or "none",  # local OpenAI-compatible servers often need none
-                base_url=self.settings.base_url,
-                timeout=self.settings.timeout,
-                max_retries=0,  # opsmedic retries on its own clock
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        key = self.settings.api_key()
+        if key is None and self.settings.base_url is None:
+            env = self.settings.api_key_env or "OPENAI_API_KEY"
+            raise PermanentError(f"openai: no API key in ${env} or api_key_file")
+        return openai.AsyncOpenAI(
+            api_key=key or "none",  # local OpenAI-compatible servers often need none
+            base_url=self.settings.base_url,
+            timeout=self.settings.timeout,
+            max_retries=0,  # opsmedic retries on its own clock
+        )
 
     async def complete(
         self,
