@@ -7,6 +7,8 @@ import pytest
 
 from daemon.clock import FakeClock
 from daemon.incidents import IncidentStore
+from daemon.kube.cluster import KubeClient, KubernetesCluster
+from daemon.sandbox.kubeapi import FakeCluster, KubeApiServer
 from daemon.sandbox.web import ToyWebService
 
 
@@ -28,3 +30,23 @@ def web() -> Iterator[ToyWebService]:
     service = ToyWebService().start()
     yield service
     service.stop()
+
+
+# --- the sandbox Kubernetes API server, spoken to through the official client ----------------
+
+
+@pytest.fixture
+def cluster(clock: FakeClock) -> FakeCluster:
+    return FakeCluster(clock.now, restart_backoff=10.0)
+
+
+@pytest.fixture
+def server(cluster: FakeCluster) -> Iterator[KubeApiServer]:
+    with KubeApiServer(cluster).start() as api:
+        yield api
+
+
+@pytest.fixture
+def kube(server: KubeApiServer, tmp_path: Path) -> KubeClient:
+    config = server.write_kubeconfig(tmp_path / "kubeconfig", context="test")
+    return KubeClient("default", KubernetesCluster(kubeconfig=config, context="test"))

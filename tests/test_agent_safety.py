@@ -304,17 +304,14 @@ async def run_shop_incident(
     await clock.advance(60)
     pod = sorted(p["metadata"]["name"] for p in cluster.list("Pod", NS))[0]
     cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{pod}.planted", "namespace": NS},
-            "involvedObject": {"kind": "Pod", "name": pod, "namespace": NS},
-            "type": "Warning",
-            "reason": "FailedMount",
-            "message": EVENT_MESSAGE,
-            "count": 1,
-            "lastTimestamp": rfc3339(clock.now()),
-        }
+        cluster.event_manifest(
+            NS,
+            ("Pod", pod),
+            "FailedMount",
+            EVENT_MESSAGE,
+            name=f"{pod}.planted",
+            last_seen=rfc3339(clock.now()),
+        )
     )
     db = tmp_path / "incidents.db"
     with (

@@ -18,7 +18,7 @@ from daemon.clock import FakeClock
 from daemon.incidents import Incident, IncidentStore, Resolution, Status
 from daemon.kube.cluster import KubeClient, KubernetesCluster
 from daemon.redact import DEFAULT, Redactor
-from daemon.sandbox.kubeapi import FakeCluster, ImageBehavior, KubeApiServer
+from daemon.sandbox.kubeapi import FakeCluster, ImageBehavior
 from probes.prometheus_source import PrometheusClient, PrometheusSource
 from tests.promserver import PrometheusServer, openmetrics, prometheus_available
 
@@ -36,23 +36,6 @@ CRASH_LOGS = (
 
 
 # --- Kubernetes: the sandbox API server --------------------------------------------------
-
-
-@pytest.fixture
-def cluster(clock: FakeClock) -> FakeCluster:
-    return FakeCluster(clock.now, restart_backoff=10.0)
-
-
-@pytest.fixture
-def server(cluster: FakeCluster) -> Iterator[KubeApiServer]:
-    with KubeApiServer(cluster).start() as api:
-        yield api
-
-
-@pytest.fixture
-def kube(server: KubeApiServer, tmp_path: Path) -> KubeClient:
-    config = server.write_kubeconfig(tmp_path / "kubeconfig", context="test")
-    return KubeClient("default", KubernetesCluster(kubeconfig=config, context="test"))
 
 
 def open_incident(
@@ -201,17 +184,15 @@ async def test_events_include_those_of_the_deployments_replicasets(
     ]
     message = f'pods "{rs}-x" is forbidden: exceeded quota: compute, requested: cpu=2'
     cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{rs}.quota", "namespace": NS},
-            "involvedObject": {"kind": "ReplicaSet", "namespace": NS, "name": rs},
-            "type": "Warning",
-            "reason": "FailedCreate",
-            "message": message,
-            "count": 3,
-            "lastTimestamp": "2099-01-01T00:00:00Z",
-        }
+        cluster.event_manifest(
+            NS,
+            ("ReplicaSet", rs),
+            "FailedCreate",
+            message,
+            name=f"{rs}.quota",
+            count=3,
+            last_seen="2099-01-01T00:00:00Z",
+        )
     )
     [newest, *_] = await live(store, clock, kube=kube).call("events", {})
     assert newest["object"] == f"ReplicaSet/{rs}" and newest["reason"] == "FailedCreate"

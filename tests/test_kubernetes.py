@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,6 @@ from probes.kubernetes import KubernetesProbe, KubernetesProbeConfig
 
 NS = "shop"
 RBAC = Path(__file__).parent.parent / "deploy" / "kubernetes" / "rbac.yaml"
-
-
-@pytest.fixture
-def cluster(clock: FakeClock) -> FakeCluster:
-    return FakeCluster(clock.now, restart_backoff=10.0)
-
-
-@pytest.fixture
-def server(cluster: FakeCluster) -> Iterator[KubeApiServer]:
-    with KubeApiServer(cluster).start() as api:
-        yield api
-
-
-@pytest.fixture
-def kube(server: KubeApiServer, tmp_path: Path) -> KubeClient:
-    config = server.write_kubeconfig(tmp_path / "kubeconfig", context="test")
-    return KubeClient("default", KubernetesCluster(kubeconfig=config, context="test"))
 
 
 def deploy(cluster: FakeCluster, name: str = "web", image: str = "shop/web:1", **kw: Any) -> None:

@@ -304,6 +304,32 @@ def lease_manifest(
     }
 
 
+def event_manifest(
+    namespace: str,
+    involved: tuple[str, str],
+    reason: str,
+    message: str,
+    *,
+    name: str,
+    last_seen: str,
+    count: int = 1,
+    type: str = "Warning",  # noqa: A002 - the Event field's name
+) -> dict[str, Any]:
+    """An Event about the object (kind, name) in `namespace`, as a test plants one."""
+    kind, obj = involved
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": {"kind": kind, "name": obj, "namespace": namespace},
+        "type": type,
+        "reason": reason,
+        "message": message,
+        "count": count,
+        "lastTimestamp": last_seen,
+    }
+
+
 # --------------------------------------------------------------------------- the cluster
 
 
@@ -319,6 +345,7 @@ class FakeCluster:
     cronjob_manifest = staticmethod(cronjob_manifest)
     pod_manifest = staticmethod(pod_manifest)
     lease_manifest = staticmethod(lease_manifest)
+    event_manifest = staticmethod(event_manifest)
 
     def __init__(
         self, now: Callable[[], float], *, restart_backoff: float = 10.0, nodes: int = 2
@@ -1502,6 +1529,7 @@ __all__ = [
     "cronjob_manifest",
     "daemonset_manifest",
     "deployment_manifest",
+    "event_manifest",
     "job_manifest",
     "lease_manifest",
     "pod_manifest",
