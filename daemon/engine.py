@@ -56,7 +56,7 @@ class Engine:
             lp.playbook.name: PlaybookRuntime.build(lp.playbook, lp.path, context)
             for lp in playbooks
         }
-        redactor = self.settings.redactor()
+        self.redactor = redactor = self.settings.redactor()
         self.timeline = Timeline(store, notifiers, clock, redactor)
         self.agents = LLMDiagnosers(
             self.settings.agents, self.settings.llm, clock=clock, redactor=redactor
@@ -349,7 +349,6 @@ def build_notifiers(settings: Settings, clock: Clock) -> list[Notifier]:
 async def serve(settings: Settings, playbooks: Sequence[LoadedPlaybook]) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     clock = SystemClock()
-    redact_logs(settings.redactor())
     store = IncidentStore(settings.database)
     engine = Engine(
         playbooks=playbooks,
@@ -358,6 +357,7 @@ async def serve(settings: Settings, playbooks: Sequence[LoadedPlaybook]) -> None
         clock=clock,
         settings=settings,
     )
+    redact_logs(engine.redactor)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

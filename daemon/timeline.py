@@ -2,10 +2,10 @@
 
 The write comes first, so a notifier that is down never loses an event; its failure is itself
 recorded. What a notifier returns (a Slack thread) is recorded too, for its later events.
-Messages and data are redacted before they are written, and the incident's summary and
-labels before notifiers show them, so no secret reaches the log or Slack, whichever step (an
-agent's reason, an action's output, a probe's URL) let it in. (Receipts of notifiers — a Slack
-channel and message ts — are stored as they are.)"""
+Messages and data are redacted before they are written, and the incident's labels before
+notifiers show them (its summary is redacted when it is opened), so no secret reaches the log
+or Slack, whichever step (an agent's reason, an action's output, a probe's URL) let it in.
+(Receipts of notifiers — a Slack channel and message ts — are stored as they are.)"""
 
 from __future__ import annotations
 
@@ -80,12 +80,9 @@ class Timeline:
             data=self.redactor.value(dict(data or {})),
         )
         current = self.store.get(incident.id) or incident
-        # notifiers also show the target and the symptom (a probe's URL may hold a password)
-        current = replace(
-            current,
-            summary=self.redactor.text(current.summary),
-            labels=self.redactor.value(dict(current.labels)),
-        )
+        # notifiers also show the target, whose labels are stored as they are (they identify
+        # it); the summary was redacted when the incident was opened
+        current = replace(current, labels=self.redactor.value(dict(current.labels)))
         receipts = self._receipts(incident.id)
         for notifier in self.notifiers:
             note = Notification(
