@@ -131,7 +131,7 @@ class Settings(Section):
         )
 
     def source_problems(self, playbooks: Sequence[LoadedPlaybook]) -> list[str]:
-        """Playbooks naming a Prometheus source or Kubernetes cluster this config lacks."""
+        """Playbooks naming an agent, Prometheus source or Kubernetes cluster this config lacks."""
         problems = []
 
         def check(lp: LoadedPlaybook, path: tuple[str | int, ...], name: Any, kind: str) -> None:
