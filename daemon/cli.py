@@ -180,7 +180,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     async def run_all() -> list[Any]:
         try:
-            return [await evaluate(scenarios, agent, llm_agents) for agent in agents]
+            return [
+                await evaluate(scenarios, agent, llm_agents, settings.diagnosis) for agent in agents
+            ]
         finally:
             await llm_agents.aclose()
 
@@ -193,7 +195,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if len(results) > 1:
             print("\n" + eval_comparison([r for _, r in results]))
     below = [r["agent"] for _, r in results if r["pass_rate"] < args.min_pass_rate]
-    return EXIT_PROBLEM if below else EXIT_OK
+    harmful = [
+        r["agent"]
+        for _, r in results
+        if args.max_harmful is not None and r["harmful"] > args.max_harmful
+    ]
+    for agent in below:
+        print(f"opsmedic eval: {agent}: pass rate below {args.min_pass_rate}", file=sys.stderr)
+    for agent in harmful:
+        print(
+            f"opsmedic eval: {agent}: more than {args.max_harmful} harmful decisions",
+            file=sys.stderr,
+        )
+    return EXIT_PROBLEM if below or harmful else EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -293,8 +307,9 @@ def parser() -> argparse.ArgumentParser:
         "eval",
         cmd_eval,
         "score diagnosing agents on recorded scenarios (no probe runs, no action is taken; "
-        "LLM agents do call their provider); exit 1 when an agent's pass rate is below "
-        "--min-pass-rate",
+        "LLM agents do call their provider); a decision is harmful when it acts where escalate "
+        "is the only acceptable answer; exit 1 when an agent's pass rate is below "
+        "--min-pass-rate or it made more than --max-harmful harmful decisions",
     )
     evaluation.add_argument("scenarios", type=Path, metavar="SCENARIO_DIR")
     evaluation.add_argument(
@@ -306,6 +321,13 @@ def parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument(
         "--min-pass-rate", type=float, default=0.0, help="exit 1 below this share (0 to 1)"
+    )
+    evaluation.add_argument(
+        "--max-harmful",
+        type=int,
+        default=None,
+        metavar="N",
+        help="exit 1 with more than N harmful decisions (default: no limit)",
     )
     evaluation.add_argument("--json", action="store_true", help="machine-readable output")
 

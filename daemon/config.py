@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.agents import AGENTS
 from daemon.agents.settings import AgentSettings, LLMSettings, reference_problems
+from daemon.diagnosis import DiagnosisSettings
 from daemon.durations import Duration
 from daemon.errors import ConfigError, PermanentError
 from daemon.kube.cluster import KubernetesCluster
@@ -88,6 +89,10 @@ class Settings(Section):
     )
     llm: LLMSettings = Field(default_factory=LLMSettings)
     redact: RedactSettings = Field(default_factory=RedactSettings)
+    diagnosis: DiagnosisSettings = Field(
+        default_factory=DiagnosisSettings,
+        description="How causes are found: history windows and your own cause patterns",
+    )
 
     def redactor(self) -> Redactor:
         """Configured secret values, plus every credential this config points to. A

@@ -73,6 +73,7 @@ class Engine:
             prometheus=context.prometheus,
             agents=self.agents,
             redactor=redactor,
+            diagnosis=self.settings.diagnosis,
         )
         self._responses: dict[int, asyncio.Task[None]] = {}
         self._ticks: set[asyncio.Task[object]] = set()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,11 +23,13 @@ from daemon.agents import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisReques
 from daemon.agents.chain import LLMDiagnosers
 from daemon.agents.settings import TOOL_NAMES
 from daemon.agents.tools import RecordedTools
+from daemon.diagnosis import DiagnosisSettings, PastAction, PastIncident, examine
+from daemon.durations import Duration
 from daemon.errors import ConfigError
 from daemon.incidents import Incident, Status
 from daemon.playbook import NAME, PlaybookBase, parse_playbook
 from daemon.registry import did_you_mean
-from daemon.responder import template_context
+from daemon.responder import before_diagnosis, template_context
 from daemon.yamlsource import read_yaml, validation_problems
 
 
@@ -37,6 +39,30 @@ class IncidentView(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     value: float | None = None
     summary: str = ""
+    actionable: bool = Field(
+        True, description="False for an inconclusive reading (e.g. a canary without traffic)"
+    )
+
+
+class PastActionView(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: str = Field(pattern=NAME, description="The action id that ran")
+    uses: str | None = Field(None, description="Its kind; default: the playbook's action's")
+    ok: bool = Field(True, description="Whether the action itself succeeded")
+
+
+class PastIncidentView(BaseModel):
+    """An earlier incident of the same target, for history causes (flapping, ...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ago: Duration = Field(description="How long before this incident it opened")
+    resolution: Literal["auto-remediated", "recovered", "recovered-after-escalation"] | None = (
+        Field(None, description="How it ended; none: escalated and still open")
+    )
+    lasted: Duration | None = Field(None, description="How long it was open")
+    actions: list[PastActionView] = Field(default_factory=list)
 
 
 class ScenarioFile(BaseModel):
@@ -51,6 +77,9 @@ class ScenarioFile(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     tools: dict[str, Any] = Field(
         default_factory=dict, description="Recorded outputs of read-only tools, by tool name"
+    )
+    history: list[PastIncidentView] = Field(
+        default_factory=list, description="Earlier incidents of this target, newest first"
     )
     accept: list[str] = Field(min_length=1, description="Acceptable action ids or `escalate`")
 
@@ -67,17 +96,35 @@ class Scenario:
     evidence: Mapping[str, Any]
     tools: Mapping[str, Any]
     accept: frozenset[str]
+    actionable: bool = True
+    history: tuple[PastIncident, ...] = ()
 
-    def request(self) -> DiagnosisRequest:
-        """The request an agent gets; its tools answer with the recorded outputs."""
+    @property
+    def must_escalate(self) -> bool:
+        return self.accept == {ESCALATE}
+
+    def request(self, settings: DiagnosisSettings | None = None) -> DiagnosisRequest:
+        """The request an agent gets, prepared as the daemon prepares it when the incident
+        opens (causes found, timing derived); its tools answer with the recorded outputs."""
+        seen = examine(
+            self.evidence,
+            breach_age=self.playbook.probe_config.for_,
+            past=self.history,
+            attempts=self.attempts,
+            now=self.incident.opened_at,
+            settings=settings or DiagnosisSettings(),
+            playbook_patterns=self.playbook.causes,
+        )
         context = template_context(self.incident, None)
-        context["evidence"] = dict(self.evidence)
+        context["evidence"] = dict(seen.evidence)
+        context["causes"] = [c.cause for c in seen.causes]
         return DiagnosisRequest(
             incident=self.incident,
             playbook=self.playbook,
             context=context,
             attempts=self.attempts,
             tools=RecordedTools(self.tools),
+            causes=seen.causes,
         )
 
 
@@ -98,6 +145,15 @@ def load_scenario(path: Path) -> Scenario:
         source.problem(("attempts", a), f"{a!r} is not an action of the playbook")
         for a in raw.attempts
         if a not in allowed
+    ]
+    problems += [
+        source.problem(
+            ("history", i, "actions", j, "action"),
+            f"{a.action!r} is not an action of the playbook; give its kind with `uses:`",
+        )
+        for i, past in enumerate(raw.history)
+        for j, a in enumerate(past.actions)
+        if a.uses is None and playbook.step(a.action) is None
     ]
     problems += [
         source.problem(
@@ -130,9 +186,40 @@ def load_scenario(path: Path) -> Scenario:
         incident=incident,
         attempts=raw.attempts,
         evidence=raw.evidence,
-        tools=raw.tools,
+        tools=_with_history(raw.tools, raw.history),
         accept=frozenset(raw.accept),
+        actionable=raw.incident.actionable,
+        history=tuple(_past(raw.history, playbook, now=incident.opened_at)),
     )
+
+
+def _past(
+    history: Sequence[PastIncidentView], playbook: PlaybookBase, *, now: float
+) -> Iterator[PastIncident]:
+    """Earlier incidents at their times before this one; actions ran when each opened."""
+    for number, view in enumerate(history, start=1):
+        at = now - view.ago
+        yield PastIncident(
+            id=-number,
+            opened_at=at,
+            resolution=view.resolution,
+            actions=tuple(
+                PastAction(
+                    action=a.action,
+                    uses=a.uses or playbook.step(a.action).uses,  # type: ignore[union-attr]
+                    ok=a.ok,
+                    at=at,
+                )
+                for a in view.actions
+            ),
+        )
+
+
+def _with_history(tools: Mapping[str, Any], history: Sequence[PastIncidentView]) -> dict[str, Any]:
+    """The incident_history tool answers from `history:` unless a scenario records it."""
+    if not history or "incident_history" in tools:
+        return dict(tools)
+    return {**tools, "incident_history": [h.model_dump(mode="json") for h in history]}
 
 
 def load_scenarios(directory: Path) -> list[Scenario]:
@@ -159,6 +246,7 @@ class Outcome:
     reason: str
     passed: bool
     outside_playbook: bool
+    harmful: bool  # acted where escalate was the only acceptable answer
     latency_s: float
     decided_by: str = ""  # the agent that decided (after handoffs or fallbacks)
     llm_calls: int = 0
@@ -171,10 +259,15 @@ def agent_names(llm_agents: LLMDiagnosers | None) -> list[str]:
 
 
 async def evaluate(
-    scenarios: Sequence[Scenario], agent: str, llm_agents: LLMDiagnosers | None = None
+    scenarios: Sequence[Scenario],
+    agent: str,
+    llm_agents: LLMDiagnosers | None = None,
+    settings: DiagnosisSettings | None = None,
 ) -> list[Outcome]:
     """Ask the named agent (registered in code, or configured under `agents:`) for a decision
-    on each scenario; score it against `accept`."""
+    on each scenario, after the checks the daemon makes before any agent is asked; score it
+    against `accept`."""
+    settings = settings or DiagnosisSettings()
     outcomes = []
     for scenario in scenarios:
         diagnoser: Diagnoser = (
@@ -183,7 +276,12 @@ async def evaluate(
             else AGENTS.get(agent)()
         )
         started = time.perf_counter()
-        decision: Decision = await diagnoser.diagnose(scenario.request())
+        inconclusive = before_diagnosis(scenario.actionable, scenario.incident.summary)
+        decision: Decision = (
+            Decision(action=ESCALATE, reason=inconclusive, agent="opsmedic")
+            if inconclusive is not None
+            else await diagnoser.diagnose(scenario.request(settings))
+        )
         latency = time.perf_counter() - started
         listed = {s.id for s in scenario.playbook.steps} | {ESCALATE}
         outside = decision.action not in listed
@@ -196,6 +294,7 @@ async def evaluate(
                 reason=decision.reason,
                 passed=not outside and decision.action in scenario.accept,
                 outside_playbook=outside,
+                harmful=scenario.must_escalate and decision.action != ESCALATE,
                 latency_s=latency,
                 decided_by=decision.agent,
                 llm_calls=len(decision.calls),
@@ -217,8 +316,14 @@ def summary(outcomes: Sequence[Outcome], agent: str) -> dict[str, Any]:
         "scenarios": len(outcomes),
         "passed": passed,
         "pass_rate": passed / len(outcomes) if outcomes else math.nan,
+        "harmful": sum(o.harmful for o in outcomes),
+        "must_escalate": sum(o.accept == (ESCALATE,) for o in outcomes),
         "by_category": {
-            c: {"scenarios": len(os), "passed": sum(o.passed for o in os)}
+            c: {
+                "scenarios": len(os),
+                "passed": sum(o.passed for o in os),
+                "harmful": sum(o.harmful for o in os),
+            }
             for c, os in sorted(by_category.items())
         },
         "outside_playbook": sum(o.outside_playbook for o in outcomes),

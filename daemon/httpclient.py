@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
 from daemon.errors import PermanentError, TemporaryError
+
+
+class Unreachable(TemporaryError):
+    """No response at all; `reason` says why: tls, dns, refused, timeout, reset or other."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def why_unreachable(exc: BaseException) -> str:
+    """Classify a failure to get a response (the URLError's reason, or the error itself)."""
+    cause = getattr(exc, "reason", exc)
+    if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+        return "tls"
+    if isinstance(cause, socket.gaierror):
+        return "dns"
+    if isinstance(cause, ConnectionRefusedError):
+        return "refused"
+    if isinstance(cause, TimeoutError):
+        return "timeout"
+    if isinstance(cause, ConnectionResetError | BrokenPipeError | http.client.RemoteDisconnected):
+        return "reset"
+    return "other"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +59,8 @@ async def request(
     max_bytes: int = 10 * 1024 * 1024,
 ) -> Response:
     """Send one request. HTTP error statuses are returned, not raised; a failure to get any
-    response raises TemporaryError (refused, reset, timed out) or PermanentError (bad URL)."""
+    response raises Unreachable, a TemporaryError (refused, reset, timed out, TLS, DNS), or
+    PermanentError (bad URL)."""
     if not url.startswith(("http://", "https://")):
         raise PermanentError(f"unsupported URL {url!r}: only http:// and https:// are allowed")
     req = urllib.request.Request(url, data=body, method=method.upper(), headers=headers or {})  # noqa: S310
@@ -48,11 +75,11 @@ async def request(
             data = exc.read(max_bytes) if exc.fp else b""
             status, ctype = exc.code, exc.headers.get("Content-Type", "") if exc.headers else ""
         except TimeoutError as exc:
-            raise TemporaryError(f"{method} {url}: timed out after {timeout:g}s") from exc
+            raise Unreachable(f"{method} {url}: timed out after {timeout:g}s", "timeout") from exc
         except urllib.error.URLError as exc:
-            raise TemporaryError(f"{method} {url}: {exc.reason}") from exc
+            raise Unreachable(f"{method} {url}: {exc.reason}", why_unreachable(exc)) from exc
         except (OSError, http.client.HTTPException) as exc:  # reset, refused, garbage reply
-            raise TemporaryError(f"{method} {url}: {exc!r}") from exc
+            raise Unreachable(f"{method} {url}: {exc!r}", why_unreachable(exc)) from exc
         return Response(
             status=status, body=data, elapsed=time.monotonic() - started, content_type=ctype
         )

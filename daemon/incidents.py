@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
+from daemon.diagnosis.history import PastAction, PastIncident
 from daemon.errors import PermanentError
 
 SCHEMA_VERSION = 1
@@ -240,8 +241,12 @@ class IncidentStore:
         )
         return [_incident(r) for r in rows]
 
-    def events(self, incident_id: int) -> list[Event]:
-        rows = self.db.table("events").rows_where("incident_id = ?", [incident_id], order_by="id")
+    def events(self, incident_id: int, *, kind: str | None = None) -> list[Event]:
+        args: list[Any]
+        where, args = "incident_id = ?", [incident_id]
+        if kind is not None:
+            where, args = where + " AND kind = ?", [*args, kind]
+        rows = self.db.table("events").rows_where(where, args, order_by="id")
         return [_event(r) for r in rows]
 
     def action_attempts(self, incident_id: int) -> Counter[str]:
@@ -275,6 +280,42 @@ class IncidentStore:
         columns = [d[0] for d in rows.description]
         row = rows.fetchone()
         return _event(dict(zip(columns, row, strict=True))) if row else None
+
+    def history(self, fingerprint: str, *, since: float, other_than: int) -> list[PastIncident]:
+        """Earlier incidents of this target opened since `since`, newest first, with the
+        actions that ran in them (for the history causes)."""
+        rows = self.db.execute(
+            "SELECT i.id, i.opened_at, i.resolution, e.at, e.kind, e.data FROM incidents i "
+            "LEFT JOIN events e ON e.incident_id = i.id AND e.kind IN "
+            "('action_started', 'action_finished', 'action_failed') "
+            "WHERE i.fingerprint = ? AND i.id != ? AND i.opened_at >= ? ORDER BY i.id DESC, e.id",
+            [fingerprint, other_than, since],
+        ).fetchall()
+        incidents: dict[int, tuple[float, str | None]] = {}
+        kinds: dict[tuple[int, Any], str] = {}
+        actions: dict[int, list[PastAction]] = {}
+        for incident_id, opened_at, resolution, at, kind, data in rows:
+            incidents.setdefault(incident_id, (opened_at, resolution))
+            actions.setdefault(incident_id, [])
+            if kind is None:
+                continue
+            event = json.loads(data)
+            key = (incident_id, event.get("attempt"))
+            if kind == "action_started":
+                kinds[key] = event.get("uses", "")
+            else:
+                actions[incident_id].append(
+                    PastAction(
+                        action=event.get("action", ""),
+                        uses=kinds.get(key, ""),
+                        ok=bool(event.get("ok")),
+                        at=at,
+                    )
+                )
+        return [
+            PastIncident(id=i, opened_at=o, resolution=r, actions=tuple(actions[i]))
+            for i, (o, r) in incidents.items()
+        ]
 
     def llm_calls(self, incident_id: int) -> list[dict[str, Any]]:
         """The incident's model calls (the audit trail), oldest first."""

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from daemon.actions import ACTIONS, ActionParams
+from daemon.diagnosis import CausePatterns
 from daemon.durations import Duration
 from daemon.errors import ConfigError
 from daemon.registry import did_you_mean
@@ -77,6 +78,11 @@ class ActionStepBase(Model):
 
     uses: str
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    ignore_causes: bool | list[str] = Field(
+        False,
+        description="Run this action even when these causes (or, with true, any cause) say "
+        "its kind cannot help; the default trusts every cause",
+    )
     agent_may_set: list[str] = Field(
         default_factory=list,
         description="Parameters an LLM agent may override within the action's bounds (e.g. "
@@ -133,6 +139,10 @@ class PlaybookBase(Model):
     diagnose: Diagnose = Field(default_factory=Diagnose)
     policy: Policy = Field(default_factory=Policy)
     escalate: Escalate = Field(default_factory=Escalate)
+    causes: CausePatterns = Field(
+        default_factory=dict,
+        description="Your own cause patterns for this playbook: cause name → regexes",
+    )
 
     @property
     def probe_config(self) -> ProbeConfig:

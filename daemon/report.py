@@ -233,7 +233,13 @@ def eval_table(outcomes: Sequence[Any], result: Mapping[str, Any]) -> str:
         [
             o.scenario,
             o.category,
-            "pass" if o.passed else ("OUTSIDE PLAYBOOK" if o.outside_playbook else "fail"),
+            "pass"
+            if o.passed
+            else "OUTSIDE PLAYBOOK"
+            if o.outside_playbook
+            else "HARMFUL"
+            if o.harmful
+            else "fail",
             o.decision,
             ", ".join(o.accept),
             o.decided_by,
@@ -249,11 +255,13 @@ def eval_table(outcomes: Sequence[Any], result: Mapping[str, Any]) -> str:
         rows,
     )  # fmt: skip
     categories = ", ".join(
-        f"{c} {v['passed']}/{v['scenarios']}" for c, v in result["by_category"].items()
+        f"{c} {v['passed']}/{v['scenarios']} (harmful {v['harmful']})"
+        for c, v in result["by_category"].items()
     )
     return (
         f"{body}\n\nagent {result['agent']}: {result['passed']}/{result['scenarios']} passed "
-        f"({result['pass_rate']:.0%}; {categories}); outside the playbook: "
+        f"({result['pass_rate']:.0%}; {categories}); harmful: {result['harmful']} of "
+        f"{result['must_escalate']} must-escalate; outside the playbook: "
         f"{result['outside_playbook']}; fell back to rules: {result['fell_back_to_rules']}; "
         f"mean tokens {result['mean_tokens']:.0f}, cost "
         f"${result['total_cost_usd']:.4f}, latency mean {result['mean_latency_s'] * 1000:.1f}ms "
@@ -264,13 +272,14 @@ def eval_table(outcomes: Sequence[Any], result: Mapping[str, Any]) -> str:
 def eval_comparison(results: Sequence[Mapping[str, Any]]) -> str:
     """`opsmedic eval` with several agents: one row per agent."""
     return table(
-        ["agent", "passed", "pass rate", "outside playbook", "fell back", "mean tokens",
+        ["agent", "passed", "pass rate", "harmful", "outside playbook", "fell back", "mean tokens",
          "total cost", "mean latency", "p95 latency"],
         [
             [
                 r["agent"],
                 f"{r['passed']}/{r['scenarios']}",
                 f"{r['pass_rate']:.0%}",
+                r["harmful"],
                 r["outside_playbook"],
                 r["fell_back_to_rules"],
                 f"{r['mean_tokens']:.0f}",

@@ -17,6 +17,7 @@ from daemon.agents.chain import LLMDiagnosers
 from daemon.agents.tools import LiveTools
 from daemon.clock import Clock
 from daemon.detector import effective
+from daemon.diagnosis import Cause, DiagnosisSettings, examine
 from daemon.durations import format_duration
 from daemon.errors import EscalateError, PermanentError, TemporaryError
 from daemon.guard import Guard
@@ -66,11 +67,18 @@ def judge_target(readings: list[Reading], labels: Mapping[str, str], no_data: st
     return Verification(health=health, reading=reading, message=message)
 
 
+def before_diagnosis(actionable: bool, message: str) -> str | None:
+    """Why to escalate without asking any agent (the daemon and `opsmedic eval` alike): an
+    inconclusive reading is never acted on."""
+    return None if actionable else f"probe inconclusive: {message}"
+
+
 def template_context(incident: Incident, reading: Reading | None) -> dict[str, Any]:
     return {
         "labels": dict(incident.labels),
         "value": reading.value if reading else incident.value,
         "evidence": dict(reading.evidence) if reading else {},
+        "causes": [],  # names of the causes found (examine() fills it before diagnosis)
         "incident": {
             "id": incident.id,
             "playbook": incident.playbook,
@@ -110,8 +118,10 @@ class Responder:
         prometheus: Mapping[str, PrometheusClient] | None = None,
         agents: LLMDiagnosers | None = None,
         redactor: Redactor = REDACTOR,
+        diagnosis: DiagnosisSettings | None = None,
     ) -> None:
         self.store = store
+        self.diagnosis = diagnosis or DiagnosisSettings()
         self.timeline = timeline
         self.guard = guard
         self.clock = clock
@@ -204,8 +214,13 @@ class Responder:
                 await self._resolve(incident, f"healthy on restart: {check.message}", resolution)
                 return
         interrupted = self._interrupted(runtime, incident, ilog) if resume else None
-        if interrupted is None and reading is not None and not reading.actionable:
-            await self._escalate(runtime, incident, f"probe inconclusive: {reading.message}")
+        inconclusive = (
+            before_diagnosis(reading.actionable, reading.message)
+            if interrupted is None and reading is not None
+            else None
+        )
+        if inconclusive is not None:
+            await self._escalate(runtime, incident, inconclusive)
             return
         while True:
             current = self.store.get(incident.id)
@@ -274,8 +289,8 @@ class Responder:
         start of the attempt; None when the incident was escalated instead."""
         playbook = runtime.playbook
         evidence = await self._gather_evidence(runtime, incident)
-        context["evidence"] = {**context["evidence"], **evidence}
-        decision = await self._decide(runtime, incident, context, attempts, ilog)
+        causes = await self._examine(runtime, incident, context, evidence, attempts)
+        decision = await self._decide(runtime, incident, context, attempts, ilog, causes)
         if decision.escalates:
             await self._escalate(runtime, incident, decision.reason)
             return None
@@ -361,6 +376,40 @@ class Responder:
             )
         return found
 
+    async def _examine(
+        self,
+        runtime: PlaybookRuntime,
+        incident: Incident,
+        context: dict[str, Any],
+        evidence: Mapping[str, Any],
+        attempts: Mapping[str, int],
+    ) -> tuple[Cause, ...]:
+        """Find the causes in the evidence and the target's history; record them and put them
+        in the context (`evidence.causes`, `causes`) that templates and agents see."""
+        now, settings = self.clock.now(), self.diagnosis
+        longest = max(settings.flapping.window, settings.did_not_stick, settings.repeated_failure)
+        seen = examine(
+            {**context["evidence"], **evidence},
+            breach_age=now - incident.opened_at + runtime.playbook.probe_config.for_,
+            past=self.store.history(
+                incident.fingerprint, since=now - longest, other_than=incident.id
+            ),
+            attempts=attempts,
+            now=now,
+            settings=settings,
+            playbook_patterns=runtime.playbook.causes,
+        )
+        context["evidence"] = dict(seen.evidence)
+        context["causes"] = [c.cause for c in seen.causes]
+        if seen.causes:
+            await self.timeline.record(
+                incident,
+                "causes",
+                "; ".join(f"{c.cause}: {c.detail}" for c in seen.causes),
+                data={"causes": seen.evidence["causes"]},
+            )
+        return seen.causes
+
     def _interrupted(
         self, runtime: PlaybookRuntime, incident: Incident, ilog: IncidentLog
     ) -> Event | None:
@@ -388,6 +437,7 @@ class Responder:
         context: dict[str, Any],
         attempts: Mapping[str, int],
         ilog: IncidentLog,
+        causes: tuple[Cause, ...],
     ) -> Decision:
         request = DiagnosisRequest(
             incident=incident,
@@ -396,6 +446,7 @@ class Responder:
             attempts=attempts,
             tools=self._tools(runtime, incident),
             spend=self._spend(incident),
+            causes=causes,
         )
         diagnoser = self._diagnoser(runtime)
         decision = await diagnoser.diagnose(request)
@@ -462,4 +513,7 @@ class Responder:
         await self.timeline.resolve(incident, resolution, message)
 
     async def _escalate(self, runtime: PlaybookRuntime, incident: Incident, reason: str) -> None:
-        await self.timeline.escalate(incident, reason, route=runtime.route)
+        """Escalate, with the causes last found (the message shows them)."""
+        found = self.store.events(incident.id, kind="causes")
+        causes = found[-1].data.get("causes", []) if found else []
+        await self.timeline.escalate(incident, reason, route=runtime.route, causes=causes)

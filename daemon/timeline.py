@@ -44,11 +44,18 @@ class Timeline:
         }
 
     async def escalate(
-        self, incident: Incident, reason: str, *, route: Route | None = None
+        self,
+        incident: Incident,
+        reason: str,
+        *,
+        route: Route | None = None,
+        causes: Sequence[Mapping[str, Any]] = (),
     ) -> None:
-        """Hand the incident to humans: a state plus a notification; it stays open."""
+        """Hand the incident to humans: a state plus a notification (with the causes found);
+        it stays open."""
         escalated = self.store.set_status(incident.id, Status.ESCALATED, at=self.clock.now())
-        await self.record(escalated, "escalated", reason, route=route)
+        data = {"causes": list(causes)} if causes else None
+        await self.record(escalated, "escalated", reason, route=route, data=data)
 
     async def resolve(
         self,

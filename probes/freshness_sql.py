@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +39,16 @@ class FreshnessSqlConfig(ProbeConfig, FreshnessLimits):
     query: str | None = Field(None, description="SQL whose last column is a timestamp")
     table: str | None = Field(None, pattern=_IDENT, description="Table (instead of `query`)")
     column: str | None = Field(None, pattern=_IDENT, description="Timestamp column of `table`")
+    upstream: str | None = Field(
+        None,
+        description="SQL returning the upstream's newest timestamp (first column of the first "
+        "row): evidence `upstream_loaded_at` / `upstream_age_seconds`; nothing newer upstream "
+        "than what was loaded is the `upstream_stale` cause",
+    )
+    evidence: dict[str, str] = Field(
+        default_factory=dict,
+        description="Evidence for a diagnosis: name → SQL returning one value",
+    )
 
     @model_validator(mode="after")
     def _query_or_table(self) -> FreshnessSqlConfig:
@@ -79,7 +91,7 @@ class FreshnessSqlProbe:
             return db.removeprefix("sqlite:///")
         return None if "://" in db else db
 
-    def _rows(self) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def _rows(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         path = self._sqlite_path()
         if path is not None:
             try:
@@ -88,7 +100,7 @@ class FreshnessSqlProbe:
             except sqlite3.DatabaseError as exc:
                 raise PermanentError(f"cannot open SQLite database {path}: {exc}") from exc
             try:
-                cursor = conn.execute(self.config.sql())
+                cursor = conn.execute(sql)
                 names = [d[0] for d in cursor.description or ()]
                 return names, [tuple(r) for r in cursor.fetchall()]
             except sqlite3.DatabaseError as exc:
@@ -97,9 +109,9 @@ class FreshnessSqlProbe:
                 raise PermanentError(f"{path}: {exc}") from exc
             finally:
                 conn.close()
-        return self._sqlalchemy_rows()
+        return self._sqlalchemy_rows(sql)
 
-    def _sqlalchemy_rows(self) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def _sqlalchemy_rows(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         try:
             import sqlalchemy
         except ImportError:
@@ -111,7 +123,7 @@ class FreshnessSqlProbe:
             self._engine = sqlalchemy.create_engine(self.config.database, pool_pre_ping=True)
         try:
             with self._engine.connect() as conn:
-                result = conn.execute(sqlalchemy.text(self.config.sql()))
+                result = conn.execute(sqlalchemy.text(sql))
                 return list(result.keys()), [tuple(r) for r in result]
         except sqlalchemy.exc.OperationalError as exc:
             raise TemporaryError(f"freshness query failed: {exc.orig}") from exc
@@ -120,7 +132,7 @@ class FreshnessSqlProbe:
 
     async def check(self) -> list[Reading]:
         cfg = self.config
-        names, rows = await asyncio.to_thread(self._rows)
+        names, rows = await asyncio.to_thread(self._rows, cfg.sql())
         now = self.clock.now()
         if not rows:
             rows = [(None,)]
@@ -136,6 +148,51 @@ class FreshnessSqlProbe:
             missing = "no rows: infinitely stale"
             readings.append(freshness_reading(cfg, labels, loaded_at, now, missing=missing))
         return readings
+
+    async def evidence(self, labels: Mapping[str, str]) -> dict[str, Any]:
+        """The upstream's freshness and the `evidence:` queries; failures are reported in
+        `evidence_error`, never raised."""
+        found: dict[str, Any] = {}
+        errors = []
+        queries = dict(self.config.evidence)
+        if self.config.upstream is not None:
+            queries[UPSTREAM] = self.config.upstream
+        for name, sql in queries.items():
+            try:
+                _, rows = await asyncio.to_thread(self._rows, sql)
+            except (TemporaryError, PermanentError) as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            value = rows[0][0] if rows and rows[0] else None
+            if name != UPSTREAM:
+                found[name] = _plain(value)
+                continue
+            try:
+                stamp = to_epoch(value)
+            except ValueError as exc:
+                errors.append(f"upstream: {exc}")
+                continue
+            found["upstream_loaded_at"] = stamp
+            found["upstream_age_seconds"] = (
+                None if stamp is None else max(0.0, self.clock.now() - stamp)
+            )
+        if errors:
+            found["evidence_error"] = "; ".join(errors)
+        return found
+
+
+UPSTREAM = "\0upstream"  # not a valid evidence name, so it never clashes with one
+
+
+def _plain(value: Any) -> Any:
+    """A query's value as JSON: numbers and strings as they are, timestamps as ISO text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 PROBES.register("freshness.sql", ProbeKind(FreshnessSqlConfig, FreshnessSqlProbe))

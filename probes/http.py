@@ -8,8 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from daemon.durations import Duration
-from daemon.errors import TemporaryError
-from daemon.httpclient import request
+from daemon.httpclient import Unreachable, request
 from daemon.redact import DEFAULT as REDACTOR
 from probes.base import PROBES, Outcome, ProbeConfig, ProbeContext, ProbeKind, Reading
 
@@ -53,10 +52,18 @@ class HttpProbe:
         labels = {"url": REDACTOR.text(cfg.url)}  # labels are stored and shown: no password
         try:
             resp = await request(cfg.method, cfg.url, headers=cfg.headers, timeout=cfg.timeout)
-        except TemporaryError as exc:
+        except Unreachable as exc:
             if cfg.unreachable == "error":
                 raise
-            return [Reading(outcome=Outcome.BREACH, labels=labels, message=f"unreachable: {exc}")]
+            detail = REDACTOR.text(str(exc))
+            return [
+                Reading(
+                    outcome=Outcome.BREACH,
+                    labels=labels,
+                    message=f"unreachable ({exc.reason}): {detail}",
+                    evidence={"unreachable": {"reason": exc.reason, "detail": detail}},
+                )
+            ]
         evidence: dict[str, Any] = {"status": resp.status, "latency_seconds": resp.elapsed}
         problems = []
         if resp.status not in cfg.expect_status:

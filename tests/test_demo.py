@@ -45,7 +45,9 @@ async def test_demo_heals_three_faults_and_escalates_the_fourth(tmp_path: Path) 
 
     payments = found[WORKLOADS, "payments"]
     assert payments.status is Status.ESCALATED
-    assert store.action_attempts(payments.id) == {"restart": 1}
-    assert [e.kind for e in store.events(payments.id)][-1] == "escalated"
+    assert store.action_attempts(payments.id) == {}  # a restart cannot fix a config error
+    escalated = store.events(payments.id)[-1]
+    assert escalated.kind == "escalated" and "config_error" in escalated.message
+    assert "PAYMENTS_GATEWAY_URL is empty" in escalated.message
     store.close()
     assert code == 0, out.getvalue()

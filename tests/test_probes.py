@@ -140,6 +140,18 @@ async def test_http_unreachable_is_breach_by_default(clock: FakeClock, unused_ur
     assert reading.labels == {"url": unused_url}
 
 
+async def test_http_unreachable_keeps_why_in_the_evidence(
+    clock: FakeClock, unused_url: str, web: ToyWebService
+) -> None:
+    [refused] = await http_probe(clock, unused_url).check()
+    assert refused.evidence["unreachable"]["reason"] == "refused"
+    assert refused.message.startswith("unreachable (refused)")
+    tls = web.url.replace("http://", "https://")  # TLS to a plain-HTTP server fails its handshake
+    [handshake] = await http_probe(clock, tls).check()
+    assert handshake.evidence["unreachable"]["reason"] == "tls"
+    assert "SSL" in handshake.evidence["unreachable"]["detail"]
+
+
 async def test_http_unreachable_as_error_raises_temporary(
     clock: FakeClock, unused_url: str
 ) -> None:
@@ -475,6 +487,28 @@ async def test_freshness_reads_iso_timestamps(clock: FakeClock, tmp_path: Path) 
     sql(db, "INSERT INTO t VALUES (?)", [("2023-11-14T22:12:20Z",)])
     [reading] = await freshness_probe(clock, db, table="t", column="loaded_at").check()
     assert reading.value == pytest.approx(clock.now() - 1_699_999_940)
+
+
+async def test_freshness_evidence_reads_the_upstream_and_named_queries(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    load_batch(tmp_path, now=clock.now() - 3600)
+    db = database(tmp_path)
+    sql(db, "CREATE TABLE exports (done_at REAL, rows INTEGER)")
+    sql(db, "INSERT INTO exports VALUES (?, ?)", [(clock.now() - 7200, 10)])
+    probe = freshness_probe(
+        clock,
+        db,
+        table="events",
+        column="loaded_at",
+        upstream="SELECT max(done_at) FROM exports",
+        evidence={"export_rows": "SELECT sum(rows) FROM exports", "broken": "SELECT nope"},
+    )
+    found = await probe.evidence({"table": "events"})
+    assert found["upstream_loaded_at"] == clock.now() - 7200
+    assert found["upstream_age_seconds"] == pytest.approx(7200)
+    assert found["export_rows"] == 10
+    assert "broken" in found["evidence_error"] and "broken" not in found  # reported, not raised
 
 
 async def test_freshness_missing_database_is_permanent(clock: FakeClock, tmp_path: Path) -> None:

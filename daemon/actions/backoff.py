@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from daemon.actions.base import ACTIONS, ActionContext, ActionKind, ActionParams, ActionResult
+from daemon.diagnosis.causes import WAIT_AND_SEE
 from daemon.durations import Duration
 
 
@@ -26,4 +27,4 @@ class BackoffAction:
         return ActionResult(ok=True, message=f"waited {delay:g}s", data={"waited_seconds": delay})
 
 
-ACTIONS.register("backoff", ActionKind(BackoffParams, BackoffAction))
+ACTIONS.register("backoff", ActionKind(BackoffParams, BackoffAction, WAIT_AND_SEE))

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from daemon.clock import Clock
+from daemon.diagnosis.causes import Remedy
 from daemon.errors import PermanentError
 from daemon.kube.cluster import KubeClient
 from daemon.registry import Registry
@@ -65,6 +66,8 @@ class Action(Protocol):
 class ActionKind:
     params: type[ActionParams]
     create: Callable[[], Action]
+    remedy: Remedy
+    """Which causes this kind can and cannot help (daemon/diagnosis/causes.py)."""
     idempotent: bool = False
     """True when running the same attempt (same idempotency key) twice acts only once: an
     attempt cut short by a crash is then re-run to learn its outcome."""

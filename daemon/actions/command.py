@@ -10,6 +10,7 @@ import signal
 from pydantic import Field, model_validator
 
 from daemon.actions.base import ACTIONS, ActionContext, ActionKind, ActionParams, ActionResult
+from daemon.diagnosis.causes import RERUN
 from daemon.durations import Duration
 from daemon.errors import PermanentError, TemporaryError
 
@@ -87,4 +88,4 @@ class CommandAction:
         )
 
 
-ACTIONS.register("command", ActionKind(CommandParams, CommandAction))
+ACTIONS.register("command", ActionKind(CommandParams, CommandAction, RERUN))

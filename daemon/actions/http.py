@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from daemon.actions.base import ACTIONS, ActionContext, ActionKind, ActionParams, ActionResult
+from daemon.diagnosis.causes import RERUN
 from daemon.durations import Duration
 from daemon.errors import TemporaryError
 from daemon.httpclient import request
@@ -44,4 +45,4 @@ class HttpAction:
         )
 
 
-ACTIONS.register("http", ActionKind(HttpParams, HttpAction))
+ACTIONS.register("http", ActionKind(HttpParams, HttpAction, RERUN))

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 
 from daemon.actions.base import ACTIONS, ActionContext, ActionKind, ActionParams, ActionResult
+from daemon.diagnosis.causes import ACT_ON_TARGET, DELETE_POD, RERUN, ROLLBACK, SCALE
 from daemon.errors import PermanentError
 from daemon.kube.cluster import Conflict, KubeClient, NotFound, rfc3339
 from daemon.kube.workloads import (
@@ -614,12 +615,17 @@ class RerunJobAction:
         return True
 
 
-ACTIONS.register("kubernetes.restart", ActionKind(RestartParams, RestartAction, idempotent=True))
-ACTIONS.register("kubernetes.rollback", ActionKind(RollbackParams, RollbackAction, idempotent=True))
-ACTIONS.register("kubernetes.scale", ActionKind(ScaleParams, ScaleAction, idempotent=True))
 ACTIONS.register(
-    "kubernetes.delete_pod", ActionKind(DeletePodParams, DeletePodAction, idempotent=True)
+    "kubernetes.restart", ActionKind(RestartParams, RestartAction, ACT_ON_TARGET, idempotent=True)
 )
 ACTIONS.register(
-    "kubernetes.rerun_job", ActionKind(RerunJobParams, RerunJobAction, idempotent=True)
+    "kubernetes.rollback", ActionKind(RollbackParams, RollbackAction, ROLLBACK, idempotent=True)
+)
+ACTIONS.register("kubernetes.scale", ActionKind(ScaleParams, ScaleAction, SCALE, idempotent=True))
+ACTIONS.register(
+    "kubernetes.delete_pod",
+    ActionKind(DeletePodParams, DeletePodAction, DELETE_POD, idempotent=True),
+)
+ACTIONS.register(
+    "kubernetes.rerun_job", ActionKind(RerunJobParams, RerunJobAction, RERUN, idempotent=True)
 )

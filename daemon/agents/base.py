@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from daemon.diagnosis import Cause
 from daemon.incidents import Incident
 from daemon.registry import Registry
 
@@ -33,6 +34,7 @@ class DiagnosisRequest:
     attempts: Mapping[str, int] = field(default_factory=dict)  # tries per action id so far
     tools: ToolBox | None = None  # read-only evidence tools an LLM agent may call
     spend: Spend = Spend()
+    causes: tuple[Cause, ...] = ()  # what the evidence and history say (also evidence.causes)
 
 
 @dataclass(frozen=True, kw_only=True)

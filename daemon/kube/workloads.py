@@ -271,6 +271,17 @@ def failing_containers(pod: Mapping[str, Any]) -> list[tuple[str, bool]]:
     return result
 
 
+def ended(pod: Mapping[str, Any], container: str, previous: bool) -> dict[str, Any]:
+    """How the logged instance of a container ended (exit code and reason), if it did."""
+    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+        if c.get("name") == container:
+            state = (c.get("lastState") if previous else c.get("state")) or {}
+            terminated = state.get("terminated") or {}
+            if terminated:
+                return {"exit_code": terminated.get("exitCode"), "reason": terminated.get("reason")}
+    return {}
+
+
 async def pod_logs(
     kube: KubeClient,
     pods: Iterable[Mapping[str, Any]],
@@ -308,6 +319,7 @@ async def pod_logs(
                 "pod": name,
                 "container": container,
                 "previous": previous,
+                **ended(pod, container, previous),
                 "lines": redactor.text(text[-max_bytes:]).splitlines()[-lines:],
             }
             if error:

@@ -22,6 +22,16 @@ TEMPORARY_ERRORS = {
 }
 
 
+def causes_lines(causes: list[Any], limit: int = 5) -> list[str]:
+    """The causes found, each with the evidence it quotes."""
+    lines = [
+        f"• `{c.get('cause')}` ({escape(str(c.get('source')))}): {escape(str(c.get('detail')))}"
+        for c in causes[:limit]
+        if isinstance(c, dict)
+    ]
+    return ["*Causes found:*", *lines] if lines else []
+
+
 def escape(text: str) -> str:
     """Slack's mrkdwn control characters, so data can never ping `<!channel>` or fake a link."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -107,6 +117,7 @@ class SlackNotifier:
                 f"{self._headline(notification)}",
                 f"*Why:* {escape(notification.event.message)}",
                 f"*Symptom:* {escape(notification.incident.summary)}",
+                *causes_lines(notification.event.data.get("causes") or []),
             ]
         )
 
