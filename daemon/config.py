@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.agents import AGENTS
 from daemon.agents.settings import AgentSettings, LLMSettings, reference_problems
-from daemon.diagnosis import DiagnosisSettings
+from daemon.diagnosis import CAUSES, DiagnosisSettings
 from daemon.durations import Duration
 from daemon.errors import ConfigError, PermanentError
 from daemon.kube.cluster import KubernetesCluster
@@ -165,7 +165,17 @@ class Settings(Section):
             probe = lp.playbook.probe_config
             check(lp, ("probe", "source"), getattr(probe, "source", None), "Prometheus source")
             check(lp, ("probe", "cluster"), getattr(probe, "cluster", None), "Kubernetes cluster")
+            causes = {*CAUSES, *self.diagnosis.causes, *lp.playbook.causes}
             for i, step in enumerate(lp.playbook.steps):
+                ignored = step.ignore_causes if isinstance(step.ignore_causes, list) else []
+                for j, name in enumerate(ignored):
+                    if name not in causes:
+                        problems.append(
+                            lp.source.problem(
+                                ("actions", i, "ignore_causes", j),
+                                f"unknown cause {name!r}{did_you_mean(name, causes)}",
+                            )
+                        )
                 if step.uses.startswith("kubernetes."):
                     name = step.with_.get("cluster", "default")
                     check(lp, ("actions", i, "with", "cluster"), name, "Kubernetes cluster")

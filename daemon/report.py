@@ -174,6 +174,12 @@ def incident_detail(
     diagnoses = diagnoses_text(events, calls)
     if diagnoses:
         timeline += "\n\n" + diagnoses
+    found = [e for e in events if e.kind == "causes"]
+    if found:
+        timeline += "\n\ncauses found (last diagnosis):\n" + table(
+            ["cause", "source", "evidence"],
+            [[c.get("cause"), c.get("source"), c.get("detail")] for c in found[-1].data["causes"]],
+        )
     evidence = [e for e in events if e.kind == "evidence"]
     if not evidence:
         return "\n".join(head) + timeline

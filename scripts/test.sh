@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs opsmedic's checks on a fresh Debian machine: sets up what is missing (system packages,
-# a virtual env, the package with its test extra), then ruff, mypy, playbook validation and
-# pytest. Extra arguments go to pytest, e.g. `scripts/test.sh -k detector`.
+# a virtual env, the package with its test extra), then ruff, mypy, playbook validation,
+# the rules eval (pass rate >= 90%, no harmful decision) and pytest. Extra arguments go to
+# pytest, e.g. `scripts/test.sh -k detector`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +33,6 @@ fi
 echo "== ruff";     "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check .
 echo "== mypy";     "$VENV/bin/mypy"
 echo "== validate"; "$VENV/bin/opsmedic" validate playbooks/
+echo "== eval";     "$VENV/bin/opsmedic" eval tests/scenarios --agent rules \
+                        --min-pass-rate 0.9 --max-harmful 0
 echo "== pytest";   "$VENV/bin/pytest" "$@"

@@ -58,6 +58,34 @@ def test_validate_names_an_unknown_kubernetes_cluster_and_bad_bounds(
     assert f"{playbook}:6: actions[0].with.cluster: unknown Kubernetes cluster 'prd'" in err
 
 
+def test_validate_checks_cause_patterns_and_ignored_causes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    playbook = tmp_path / "pb.yaml"
+    playbook.write_text(
+        "name: api\n"
+        "probe: {kind: http, url: 'http://127.0.0.1:1/'}\n"
+        "causes: {vendor_outage: ['acme(']}\n"
+        "actions:\n"
+        "  - id: kick\n"
+        "    uses: command\n"
+        "    ignore_causes: [crashlop, vendor_outage, partner_down]\n"
+        "    with: {argv: ['true']}\n"
+    )
+    config = tmp_path / "opsmedic.yaml"
+    config.write_text(f"playbooks: [{playbook}]\ndiagnosis: {{causes: {{partner_down: ['x']}}}}\n")
+    assert main(["validate", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"{playbook}:3: causes: vendor_outage: pattern 'acme(' is not a valid regex" in err
+    playbook.write_text(playbook.read_text().replace("acme(", "acme"))
+    assert main(["validate", "-c", str(config)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"{playbook}:7: actions[0].ignore_causes[0]: unknown cause 'crashlop' "
+        "(did you mean 'crashloop'?)"
+    ]  # a playbook's own cause and one from the config are known
+
+
 def test_validate_uses_config_playbooks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "opsmedic.yaml"
     config.write_text(f"playbooks: [{ROOT / 'playbooks'}]\n")

@@ -409,10 +409,17 @@ async def test_catch_all_restart_is_withheld_and_the_reason_quotes_the_evidence(
     assert "restart: kubernetes.restart cannot help auth_failed" in decision.reason
 
 
-async def test_an_action_whose_when_holds_still_wins() -> None:
+async def test_an_action_whose_when_holds_wins_over_a_cause_time_may_clear() -> None:
+    fresh = {"image_changed": True, "last_rollout_age_seconds": 300}
+    lock = log("ERROR could not obtain lock within 300s")
+    decision = await decide(playbook(ROLLBACK, RESTART_STEP), {**lock, **fresh})
+    assert decision.action == "rollback"
+
+
+async def test_a_cause_that_needs_a_human_holds_back_even_a_when() -> None:
     evidence = {**SECRET_ROTATED, "image_changed": True, "last_rollout_age_seconds": 300}
     decision = await decide(playbook(ROLLBACK, RESTART_STEP), evidence)
-    assert decision.action == "rollback"
+    assert decision.action == "escalate" and decision.reason.startswith("auth_failed")
 
 
 async def test_the_next_action_that_can_help_is_chosen() -> None:

@@ -2,8 +2,9 @@
 exhausted; otherwise escalate. Deterministic, offline, and the fallback of every LLM agent.
 
 An action applies when its `when` holds (the author said so), or, without `when`, when no cause
-found says its kind cannot help (daemon/diagnosis/causes.py). History causes (`flapping`,
-`did_not_stick`) hold back every action, `when` or not. `ignore_causes` opts an action out."""
+found says its kind cannot help (daemon/diagnosis/causes.py). Causes that need a human (a bad
+credential, a schema change, `flapping`, ...) hold back every action whose kind cannot help
+them, `when` or not. `ignore_causes` opts an action out."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from daemon.actions import ACTIONS
 from daemon.agents.base import AGENTS, ESCALATE, Decision, DiagnosisRequest
 from daemon.diagnosis import Cause
-from daemon.diagnosis.causes import HISTORY, SYMPTOMS
+from daemon.diagnosis.causes import NEEDS_A_HUMAN, SYMPTOMS
 from daemon.templating import TemplateProblem, evaluate
 
 
@@ -43,7 +44,8 @@ class RulesDiagnoser:
                 continue
             remedy = ACTIONS.get(step.uses).remedy
             causes = heeded(request.causes, step.ignore_causes)
-            brakes = remedy.vetoes([c for c in causes if c.cause in HISTORY], step.uses)
+            vetoes = remedy.vetoes(causes, step.uses)
+            brakes = [c for c in vetoes if c.cause in NEEDS_A_HUMAN]
             if brakes:
                 held_back += brakes
                 skipped.append(f"{step.id}: {step.uses} cannot help {brakes[0].cause}")
@@ -58,7 +60,6 @@ class RulesDiagnoser:
                     skipped.append(f"{step.id}: `{step.when}` is false")
                     continue
                 return self._choose(step.id, f"`{step.when}` holds", skipped)
-            vetoes = remedy.vetoes(causes, step.uses)
             if vetoes:
                 held_back += vetoes
                 names = ", ".join(dict.fromkeys(c.cause for c in vetoes))

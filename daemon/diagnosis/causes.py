@@ -46,10 +46,6 @@ CAUSES: Mapping[str, str] = {
     "canary_weak": "the canary failed only per-step limits; the statistical test disagrees",
 }
 
-HISTORY = frozenset({"flapping", "did_not_stick"})
-"""Brakes on acting again on this target: they hold even for an action whose `when` holds
-(a `when` judges evidence and cannot see the target's history)."""
-
 NEEDS_A_HUMAN = frozenset(
     {
         "auth_failed",
