@@ -116,8 +116,7 @@ class Scenario:
             playbook_patterns=self.playbook.causes,
         )
         context = template_context(self.incident, None)
-        context["evidence"] = dict(seen.evidence)
-        context["causes"] = [c.cause for c in seen.causes]
+        seen.into(context)
         return DiagnosisRequest(
             incident=self.incident,
             playbook=self.playbook,

@@ -387,20 +387,18 @@ class Responder:
         """Find the causes in the evidence and the target's history; record them and put them
         in the context (`evidence.causes`, `causes`) that templates and agents see."""
         now, settings = self.clock.now(), self.diagnosis
-        longest = max(settings.flapping.window, settings.did_not_stick, settings.repeated_failure)
         seen = examine(
             {**context["evidence"], **evidence},
             breach_age=now - incident.opened_at + runtime.playbook.probe_config.for_,
             past=self.store.history(
-                incident.fingerprint, since=now - longest, other_than=incident.id
+                incident.fingerprint, since=now - settings.history_window, other_than=incident.id
             ),
             attempts=attempts,
             now=now,
             settings=settings,
             playbook_patterns=runtime.playbook.causes,
         )
-        context["evidence"] = dict(seen.evidence)
-        context["causes"] = [c.cause for c in seen.causes]
+        seen.into(context)
         if seen.causes:
             await self.timeline.record(
                 incident,

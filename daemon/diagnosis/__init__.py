@@ -66,6 +66,12 @@ class Examination:
     evidence: Mapping[str, Any]  # the evidence plus what was derived: timing, `causes`
     causes: tuple[Cause, ...]
 
+    def into(self, context: dict[str, Any]) -> None:
+        """Give templates and agents what was found: `evidence` (with `evidence.causes`) and
+        `causes`, the names."""
+        context["evidence"] = dict(self.evidence)
+        context["causes"] = [c.cause for c in self.causes]
+
 
 def examine(
     evidence: Mapping[str, Any],

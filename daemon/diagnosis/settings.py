@@ -58,6 +58,11 @@ class DiagnosisSettings(Section):
         default_factory=dict, description="Your own patterns: cause name → regexes"
     )
 
+    @property
+    def history_window(self) -> float:
+        """How far back the history causes look."""
+        return max(self.flapping.window, self.did_not_stick, self.repeated_failure)
+
     def history_limits(self) -> HistoryLimits:
         return HistoryLimits(
             flap_actions=self.flapping.actions,
