@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from daemon.detector import Phase, SeriesState
 from daemon.diagnosis.history import PastAction, PastIncident
 from daemon.errors import PermanentError
 
@@ -26,9 +29,48 @@ class Status(StrEnum):
 
 
 class Resolution(StrEnum):
-    AUTO_REMEDIATED = "auto-remediated"  # an action ran and verification passed
-    RECOVERED = "recovered"  # the probe recovered without a (verified) action
+    AUTO_REMEDIATED = "auto-remediated"  # an action landed and verification then passed
+    RECOVERED = "recovered"  # healthy without an action that landed
     RECOVERED_AFTER_ESCALATION = "recovered-after-escalation"
+
+
+class EventKind(StrEnum):
+    """Every kind of timeline event (stored as its value)."""
+
+    OPENED = "opened"
+    RESUMED = "resumed"  # the daemon restarted while the incident was open
+    INTERRUPTED = "interrupted"  # a stop cut the response short; it resumes on restart
+    EVIDENCE = "evidence"
+    CAUSES = "causes"
+    DIAGNOSED = "diagnosed"
+    DECISION_REJECTED = "decision_rejected"
+    DECISION_CACHED = "decision_cached"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    AGENT_FALLBACK = "agent_fallback"
+    AGENT_SKIPPED = "agent_skipped"
+    AGENT_FAILED = "agent_failed"
+    HANDOFF = "handoff"
+    GUARD_DENIED = "guard_denied"  # a guard rail refused the action (escalated)
+    GUARD_WAITING = "guard_waiting"  # a silence or a limit holds the action back for now
+    SHADOW = "shadow"  # shadow mode or a pause: what would have run (escalated)
+    ACTION_STARTED = "action_started"
+    ACTION_RECONCILED = "action_reconciled"  # what became of an attempt cut short
+    ACTION_FINISHED = "action_finished"
+    ACTION_FAILED = "action_failed"
+    VERIFYING = "verifying"
+    VERIFY_FAILED = "verify_failed"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+    NOTIFIED = "notified"
+    NOTIFY_FAILED = "notify_failed"
+
+    @property
+    def bookkeeping(self) -> bool:
+        """The notifiers' own receipts and failures: no notifier reports them."""
+        return self in (EventKind.NOTIFIED, EventKind.NOTIFY_FAILED)
+
+
+ACTION_ENDS = (EventKind.ACTION_FINISHED, EventKind.ACTION_FAILED, EventKind.ACTION_RECONCILED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,9 +99,12 @@ class Event:
     id: int
     incident_id: int
     at: float
-    kind: str
+    kind: EventKind
     message: str
     data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", EventKind(self.kind))  # a known kind, or ValueError
 
 
 def _incident(row: Mapping[str, Any]) -> Incident:
@@ -80,15 +125,72 @@ def _incident(row: Mapping[str, Any]) -> Incident:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Control:
+    """A pause (`kind` pause; one playbook or all) or a silence (`kind` silence; label
+    matchers) in force from `starts` until `ends` (None: until lifted)."""
+
+    kind: str
+    starts: float
+    created_at: float
+    ends: float | None = None
+    playbook: str | None = None
+    matchers: tuple[str, ...] = ()  # label matchers such as `namespace=shop` (see inhibit.py)
+    comment: str = ""
+    created_by: str = ""
+    id: int = 0
+
+
+def _control(row: Mapping[str, Any]) -> Control:
+    return Control(
+        id=row["id"],
+        kind=row["kind"],
+        playbook=row["playbook"],
+        matchers=tuple(json.loads(row["matchers"] or "[]")),
+        starts=row["starts"],
+        ends=row["ends"],
+        comment=row["comment"] or "",
+        created_by=row["created_by"] or "",
+        created_at=row["created_at"],
+    )
+
+
 def _event(row: Mapping[str, Any]) -> Event:
     return Event(
         id=row["id"],
         incident_id=row["incident_id"],
         at=row["at"],
-        kind=row["kind"],
+        kind=EventKind(row["kind"]),
         message=row["message"],
         data=json.loads(row["data"]),
     )
+
+
+# an action_started event whose attempt was not found never to have landed
+_COUNTED = (
+    "NOT EXISTS (SELECT 1 FROM events r WHERE r.incident_id = e.incident_id "
+    "AND r.kind = 'action_reconciled' "
+    "AND json_extract(r.data, '$.attempt') = json_extract(e.data, '$.attempt') "
+    "AND json_extract(r.data, '$.landed') = 0)"
+)
+
+
+def _take_lock(path: Path) -> int:
+    """An exclusive flock on `<log>.lock`, which holds the owner's pid."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise PermanentError(
+            f"{path} is in use by another opsmedic daemon (pid {holder}, lock {lock_path}); "
+            "one daemon per incident log: stop it first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def _json(value: Any) -> str:
@@ -96,8 +198,14 @@ def _json(value: Any) -> str:
 
 
 class IncidentStore:
-    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False, lock: bool = False) -> None:
+        """Open (and migrate) the log; `lock` takes it for this process alone, as a daemon
+        must: a second daemon on the same log is refused, naming the holder's pid."""
         self.path = Path(path)
+        self._lock: int | None = None
+        if lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _take_lock(self.path)
         if readonly:
             if not self.path.exists():
                 raise PermanentError(f"no incident log at {self.path}")
@@ -114,6 +222,9 @@ class IncidentStore:
 
     def close(self) -> None:
         self.db.conn.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
     def _migrate(self) -> None:
         if "meta" not in self.db.table_names():
@@ -183,6 +294,40 @@ class IncidentStore:
             self.db.table("llm_calls").create_index(["incident_id"])
             self.db.table("llm_calls").create_index(["at"])
 
+        if "controls" not in self.db.table_names():  # pauses and silences (guard rails)
+            self.db.table("controls").create(
+                {
+                    "id": int,
+                    "kind": str,
+                    "playbook": str,
+                    "matchers": str,
+                    "starts": float,
+                    "ends": float,
+                    "comment": str,
+                    "created_by": str,
+                    "created_at": float,
+                    "expired_at": float,
+                },
+                pk="id",
+                not_null={"kind", "starts", "created_at"},
+            )
+        if "alert_state" not in self.db.table_names():  # detector state across restarts
+            self.db.table("alert_state").create(
+                {
+                    "playbook": str,
+                    "fingerprint": str,
+                    "labels": str,
+                    "phase": str,
+                    "active_since": float,
+                    "keep_firing_since": float,
+                    "absent": int,
+                    "evaluated_at": float,
+                    "saved_at": float,
+                },
+                pk=("playbook", "fingerprint"),
+                not_null={"playbook", "fingerprint", "labels", "phase", "active_since"},
+            )
+
     def _check_version(self) -> None:
         try:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -241,7 +386,7 @@ class IncidentStore:
         )
         return [_incident(r) for r in rows]
 
-    def events(self, incident_id: int, *, kind: str | None = None) -> list[Event]:
+    def events(self, incident_id: int, *, kind: EventKind | None = None) -> list[Event]:
         args: list[Any]
         where, args = "incident_id = ?", [incident_id]
         if kind is not None:
@@ -250,36 +395,110 @@ class IncidentStore:
         return [_event(r) for r in rows]
 
     def action_attempts(self, incident_id: int) -> Counter[str]:
-        """How many times each action id was started for this incident (crashes included)."""
+        """How many times each action id was started for this incident, crashes included,
+        except attempts found never to have landed (they are not counted anywhere)."""
         rows = self.db.execute(
-            "SELECT json_extract(data, '$.action') FROM events "
-            "WHERE incident_id = ? AND kind = 'action_started'",
+            "SELECT json_extract(e.data, '$.action') FROM events e "  # noqa: S608 - fixed clauses
+            f"WHERE e.incident_id = ? AND e.kind = 'action_started' AND {_COUNTED}",
             [incident_id],
         ).fetchall()
         return Counter(r[0] for r in rows)
+
+    def attempts_started(self, incident_id: int) -> int:
+        """Every attempt started for this incident, counted or not (it numbers the next)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM events WHERE incident_id = ? AND kind = 'action_started'",
+            [incident_id],
+        ).fetchone()
+        return int(row[0])
 
     def unfinished_action(self, incident_id: int) -> Event | None:
         """The `action_started` event of an attempt whose result was never recorded (the
         daemon stopped or crashed while it ran), if the incident's last attempt is one."""
         last = None
         for event in self.events(incident_id):
-            if event.kind == "action_started":
+            if event.kind is EventKind.ACTION_STARTED:
                 last = event
-            elif event.kind in ("action_finished", "action_failed"):
+            elif event.kind in ACTION_ENDS:
                 last = None
         return last
 
+    def last_action_event(self, incident_id: int) -> Event | None:
+        """The incident's latest event about an action (started, ended, reconciled, being
+        verified or failing verification): where its response stood when the daemon stopped."""
+        kinds = (
+            EventKind.ACTION_STARTED,
+            EventKind.VERIFYING,
+            EventKind.VERIFY_FAILED,
+            *ACTION_ENDS,
+        )
+        marks = ", ".join("?" for _ in kinds)
+        rows = list(
+            self.db.table("events").rows_where(
+                f"incident_id = ? AND kind IN ({marks})",
+                [incident_id, *kinds],
+                order_by="id DESC",
+                limit=1,
+            )
+        )
+        return _event(rows[0]) if rows else None
+
     def last_action(self, fingerprint: str, *, other_than: int) -> Event | None:
-        """The latest action started on this target in another incident (for cooldowns)."""
+        """The latest counted action started on this target in another incident (cooldowns)."""
         rows = self.db.execute(
-            "SELECT e.* FROM events e JOIN incidents i ON i.id = e.incident_id "
+            "SELECT e.* FROM events e JOIN incidents i ON i.id = e.incident_id "  # noqa: S608
             "WHERE i.fingerprint = ? AND e.incident_id != ? AND e.kind = 'action_started' "
-            "ORDER BY e.at DESC LIMIT 1",
+            f"AND {_COUNTED} ORDER BY e.at DESC LIMIT 1",
             [fingerprint, other_than],
         )
         columns = [d[0] for d in rows.description]
         row = rows.fetchone()
         return _event(dict(zip(columns, row, strict=True))) if row else None
+
+    def action_starts(
+        self, *, since: float, fingerprint: str | None = None, action: str | None = None
+    ) -> list[float]:
+        """When counted actions started after a time, oldest first: over every target, or one
+        target, or one action id on one target (rate limit and flap guard)."""
+        where = [f"e.kind = 'action_started' AND e.at > ? AND {_COUNTED}"]
+        args: list[Any] = [since]
+        if fingerprint is not None:
+            where.append("i.fingerprint = ?")
+            args.append(fingerprint)
+        if action is not None:
+            where.append("json_extract(e.data, '$.action') = ?")
+            args.append(action)
+        rows = self.db.execute(
+            "SELECT e.at FROM events e JOIN incidents i ON i.id = e.incident_id "  # noqa: S608 - fixed clauses
+            f"WHERE {' AND '.join(where)} ORDER BY e.at",
+            args,
+        ).fetchall()
+        return [float(r[0]) for r in rows]
+
+    def unhealthy_since(self, fingerprint: str, *, healthy_for: float, now: float) -> float:
+        """When the target's current unhealthy streak began: the end of its last healthy stretch
+        of at least `healthy_for` between incidents (the flap guard counts from there)."""
+        rows = self.db.execute(
+            "SELECT opened_at, resolved_at FROM incidents WHERE fingerprint = ? "
+            "ORDER BY opened_at DESC",
+            [fingerprint],
+        ).fetchall()
+        start = now
+        for opened_at, resolved_at in rows:
+            if resolved_at is not None and start - resolved_at >= healthy_for:
+                break
+            start = min(start, opened_at)
+        return start
+
+    def guard_denials(self, fingerprint: str, *, rule: str, action: str, since: float) -> int:
+        """How often a guard rail refused this action on this target since a time."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM events e JOIN incidents i ON i.id = e.incident_id "
+            "WHERE i.fingerprint = ? AND e.kind = 'guard_denied' AND e.at >= ? "
+            "AND json_extract(e.data, '$.rule') = ? AND json_extract(e.data, '$.action') = ?",
+            [fingerprint, since, rule, action],
+        ).fetchone()
+        return int(row[0])
 
     def history(self, fingerprint: str, *, since: float, other_than: int) -> list[PastIncident]:
         """Earlier incidents of this target opened since `since`, newest first, with the
@@ -287,7 +506,7 @@ class IncidentStore:
         rows = self.db.execute(
             "SELECT i.id, i.opened_at, i.resolution, e.at, e.kind, e.data FROM incidents i "
             "LEFT JOIN events e ON e.incident_id = i.id AND e.kind IN "
-            "('action_started', 'action_finished', 'action_failed') "
+            "('action_started', 'action_finished', 'action_failed', 'action_reconciled') "
             "WHERE i.fingerprint = ? AND i.id != ? AND i.opened_at >= ? ORDER BY i.id DESC, e.id",
             [fingerprint, other_than, since],
         ).fetchall()
@@ -303,7 +522,7 @@ class IncidentStore:
             key = (incident_id, event.get("attempt"))
             if kind == "action_started":
                 kinds[key] = event.get("uses", "")
-            else:
+            elif event.get("landed", True):  # an attempt that never landed is no action
                 actions[incident_id].append(
                     PastAction(
                         action=event.get("action", ""),
@@ -395,7 +614,7 @@ class IncidentStore:
     def append(
         self,
         incident_id: int,
-        kind: str,
+        kind: EventKind,
         message: str,
         *,
         at: float,
@@ -435,6 +654,46 @@ class IncidentStore:
             for c in calls
         )
 
+    def add_control(self, control: Control) -> Control:
+        """Record a pause or a silence (from the CLI or the config); returns it with its id."""
+        table = self.db.table("controls")
+        table.insert(
+            {
+                "kind": control.kind,
+                "playbook": control.playbook,
+                "matchers": _json(list(control.matchers)),
+                "starts": control.starts,
+                "ends": control.ends,
+                "comment": control.comment,
+                "created_by": control.created_by,
+                "created_at": control.created_at,
+            }
+        )
+        return replace(control, id=int(table.last_pk))  # type: ignore[arg-type]
+
+    def controls(self, kind: str, *, at: float | None = None) -> list[Control]:
+        """Pauses or silences not expired, oldest first; with `at`, only those in force then."""
+        if "controls" not in self.db.table_names():  # a read-only log from before guard rails
+            return []
+        where, args = "kind = ? AND expired_at IS NULL", list[Any]([kind])
+        if at is not None:
+            where += " AND starts <= ? AND (ends IS NULL OR ends > ?)"
+            args += [at, at]
+        rows = self.db.table("controls").rows_where(where, args, order_by="id")
+        return [_control(r) for r in rows]
+
+    def expire_controls(
+        self, kind: str, *, at: float, ids: Sequence[int] = (), playbook: str | None = None
+    ) -> list[Control]:
+        """End pauses or silences now: the given ids, or those of one playbook, or all."""
+        expired = []
+        for control in self.controls(kind):
+            if (ids and control.id not in ids) or (playbook and control.playbook != playbook):
+                continue
+            self.db.table("controls").update(control.id, {"expired_at": at})
+            expired.append(control)
+        return expired
+
     def set_status(
         self, incident_id: int, status: Status, *, at: float, resolution: Resolution | None = None
     ) -> Incident:
@@ -447,3 +706,53 @@ class IncidentStore:
         incident = self.get(incident_id)
         assert incident is not None  # noqa: S101
         return incident
+
+    def save_alert_state(self, playbook: str, states: Sequence[SeriesState], at: float) -> None:
+        """Replace a playbook's saved detector state (its pending and firing series) with
+        `states`, in one transaction; `at` is when it was saved."""
+        rows = [
+            (
+                playbook,
+                s.fingerprint,
+                _json(dict(s.labels)),
+                s.phase.value,
+                s.active_since,
+                s.keep_firing_since,
+                int(s.absent),
+                s.evaluated_at,
+                at,
+            )
+            for s in states
+        ]
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM alert_state WHERE playbook = ?", [playbook])
+            conn.executemany(
+                "INSERT INTO alert_state (playbook, fingerprint, labels, phase, active_since, "
+                "keep_firing_since, absent, evaluated_at, saved_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def alert_state(self, playbook: str) -> list[SeriesState]:
+        """The detector state last saved for a playbook (empty if none), for `Detector.restore`."""
+        if "alert_state" not in self.db.table_names():  # a read-only log from before restores
+            return []
+        rows = self.db.table("alert_state").rows_where("playbook = ?", [playbook], order_by="rowid")
+        return [
+            SeriesState(
+                fingerprint=r["fingerprint"],
+                labels=json.loads(r["labels"]),
+                phase=Phase(r["phase"]),
+                active_since=r["active_since"],
+                evaluated_at=r["evaluated_at"],
+                keep_firing_since=r["keep_firing_since"],
+                absent=bool(r["absent"]),
+            )
+            for r in rows
+        ]

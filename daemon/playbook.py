@@ -8,17 +8,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from daemon.actions import ACTIONS, ActionParams
 from daemon.diagnosis import CausePatterns
 from daemon.durations import Duration
 from daemon.errors import ConfigError
+from daemon.inhibit import InhibitRule
 from daemon.registry import did_you_mean
 from daemon.templating import (
+    MAX_TEMPLATES,
     TemplateProblem,
     check_expression,
     check_template,
+    checking,
     is_template,
     render,
 )
@@ -40,7 +53,12 @@ class Policy(Model):
         1800.0,
         description="After acting on a target, escalate rather than act on it again this soon",
     )
-    dry_run: bool = Field(False, description="Decide and log 'would run', never act")
+    shadow: bool = Field(
+        False,
+        validation_alias=AliasChoices("shadow", "dry_run"),
+        description="Shadow mode: detect, diagnose and guard, record what would have been "
+        "done, never act (`dry_run` is the old name)",
+    )
     action_retries: int = Field(2, ge=0, le=10, description="Retries of a temporary failure")
 
 
@@ -143,6 +161,11 @@ class PlaybookBase(Model):
         default_factory=dict,
         description="Your own cause patterns for this playbook: cause name → regexes",
     )
+    inhibits: list[InhibitRule] = Field(
+        default_factory=list,
+        description="While an incident of this playbook is open, do not act on the incidents "
+        "these rules match (a warehouse down, a namespace unavailable)",
+    )
 
     @property
     def probe_config(self) -> ProbeConfig:
@@ -196,10 +219,38 @@ def _template_problems(source: Source) -> list[str]:
             for index, item in enumerate(value):
                 walk(item, (*loc, index))
 
-    for index, step in enumerate((source.data or {}).get("actions") or []):
-        if isinstance(step, Mapping):
-            walk(step.get("with"), ("actions", index, "with"))
+    for index, step in _raw_steps(source):
+        walk(step.get("with"), ("actions", index, "with"))
     return problems
+
+
+def _raw_steps(source: Source) -> list[tuple[int, Mapping[Any, Any]]]:
+    """The `actions:` items that are mappings, before validation (the model reports the
+    rest: `actions: -1`, an item that is a string)."""
+    actions = source.data.get("actions") if isinstance(source.data, Mapping) else None
+    if not isinstance(actions, list):
+        return []
+    return [(index, step) for index, step in enumerate(actions) if isinstance(step, Mapping)]
+
+
+def _template_count(source: Source) -> int:
+    """How many different templates `validate` would check: `when:` conditions and the
+    template strings under `actions` and `probe`."""
+    found: set[tuple[bool, str]] = set()
+    todo: list[Any] = [source.data.get("probe")] if isinstance(source.data, Mapping) else []
+    for _, step in _raw_steps(source):
+        if isinstance(step.get("when"), str):
+            found.add((False, step["when"]))
+        todo.append(step.get("with"))
+    while todo:
+        value = todo.pop()
+        if isinstance(value, Mapping):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+        elif is_template(value):
+            found.add((True, value))
+    return len(found)
 
 
 def _is_template_input(error: Any) -> bool:
@@ -209,8 +260,9 @@ def _is_template_input(error: Any) -> bool:
 
 def _params_problems(source: Source) -> list[str]:
     problems = []
-    for index, step in enumerate((source.data or {}).get("actions") or []):
-        if not isinstance(step, Mapping) or step.get("uses") not in ACTIONS:
+    for index, step in _raw_steps(source):
+        uses = step.get("uses")
+        if not isinstance(uses, str) or uses not in ACTIONS:
             continue  # reported by the playbook model
         params_model = ACTIONS.get(step["uses"]).params
         try:
@@ -247,12 +299,24 @@ def parse_playbook(source: Source) -> PlaybookBase:
     model = playbook_model()
     if not isinstance(source.data, Mapping):
         raise ConfigError([source.problem((), "a playbook is a mapping (name:, probe:, ...)")])
-    problems = _template_problems(source) + _params_problems(source)
-    try:
-        playbook = model.model_validate(source.data)
-    except ValidationError as exc:
-        problems += validation_problems(source, model, exc)
-        playbook = None
+    templates = _template_count(source)
+    if templates > MAX_TEMPLATES:
+        raise ConfigError(
+            [
+                source.problem(
+                    ("actions",),
+                    f"{templates:,} different templates and conditions; at most "
+                    f"{MAX_TEMPLATES:,} in one playbook (split it)",
+                )
+            ]
+        )
+    with checking():  # one deadline for the constant parts of all this file's templates
+        problems = _template_problems(source) + _params_problems(source)
+        try:
+            playbook = model.model_validate(source.data)
+        except ValidationError as exc:
+            problems += validation_problems(source, model, exc)
+            playbook = None
     if playbook is not None:
         problems += _agent_may_set_problems(source, playbook)
         seen: dict[str, int] = {}
@@ -268,20 +332,25 @@ def parse_playbook(source: Source) -> PlaybookBase:
                 )
             seen.setdefault(step.id, index)
     if problems:
-        raise ConfigError(sorted(problems, key=_line_number))
+        raise ConfigError(sorted(problems, key=functools.partial(_line_number, source)))
     assert playbook is not None  # noqa: S101
     return playbook
 
 
-def _line_number(problem: str) -> int:
-    return int(problem.split(":")[1])
+def _line_number(source: Source, problem: str) -> int:
+    """The line of a `file:line: field: message` about `source` (its path may hold colons)."""
+    line = problem.removeprefix(f"{source.path}:").partition(":")[0]
+    return int(line) if line.isdigit() else 0
 
 
 def playbook_files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+            try:
+                files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+            except OSError as exc:
+                raise ConfigError([f"{path}:0: (directory): cannot read: {exc.strerror}"]) from None
         else:
             files.append(path)
     return files
@@ -316,7 +385,107 @@ def load_playbooks(paths: Iterable[Path]) -> list[LoadedPlaybook]:
 
 
 def playbook_json_schema() -> dict[str, Any]:
-    schema = playbook_model(typed_actions=True).model_json_schema(by_alias=True)
+    """The JSON Schema of a playbook, accepting what `validate` accepts (short of checks a
+    schema cannot express: templates compiling, bounds between fields, names in the config):
+    a template string wherever `with:` takes a value (it is checked once rendered, when the
+    action runs), and the old names of renamed fields."""
+    schema = playbook_model(typed_actions=True).model_json_schema(
+        by_alias=True, schema_generator=_OldNamesSchema
+    )
+    defs = schema.setdefault("$defs", {})
+    for definition in list(defs.values()):
+        properties = definition.get("properties", {})
+        if properties.get("uses", {}).get("const") in ACTIONS:
+            properties["with"] = _templatable(properties["with"], defs, wrap=False)
+    _drop_unused(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "opsmedic playbook"
     return schema
+
+
+class _OldNamesSchema(GenerateJsonSchema):
+    """Also lists a field's other names (`AliasChoices`, e.g. policy.dry_run for shadow),
+    marked deprecated."""
+
+    def model_fields_schema(self, schema: core_schema.ModelFieldsSchema) -> JsonSchemaValue:
+        json_schema = super().model_fields_schema(schema)
+        properties = json_schema.get("properties", {})
+        for field in schema["fields"].values():
+            choices = field.get("validation_alias")
+            if not isinstance(choices, list):
+                continue
+            names = [c[0] for c in choices if isinstance(c, list) and len(c) == 1]
+            names = [n for n in names if isinstance(n, str)]
+            if len(names) < 2 or names[0] not in properties:
+                continue
+            for old in names[1:]:
+                properties.setdefault(
+                    old,
+                    {
+                        **properties[names[0]],
+                        "deprecated": True,
+                        "description": f"The old name of `{names[0]}`",
+                    },
+                )
+        return json_schema
+
+
+_TEMPLATE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"\{\{|\{%",
+    "description": "A Jinja template, rendered when the action runs",
+}
+_META = ("title", "description", "default", "examples", "deprecated")
+
+
+def _templatable(schema: Any, defs: dict[str, Any], *, wrap: bool = True) -> Any:
+    """`schema`, also accepting a template string for any value inside it (and, with
+    `wrap`, for itself). Referenced definitions are copied (`<name>Templated`), not changed:
+    outside `with:` they take no templates."""
+    if not isinstance(schema, dict):
+        return schema
+    inner = dict(schema)
+    ref = inner.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        copy = f"{name}Templated"
+        if copy not in defs:
+            defs[copy] = {}  # reserved first: a recursive definition refers to itself
+            defs[copy] = _templatable(defs[name], defs, wrap=False)
+        inner["$ref"] = f"#/$defs/{copy}"
+    for key in ("items", "additionalProperties"):
+        if isinstance(inner.get(key), dict):
+            inner[key] = _templatable(inner[key], defs)
+    if isinstance(inner.get("prefixItems"), list):
+        inner["prefixItems"] = [_templatable(s, defs) for s in inner["prefixItems"]]
+    if isinstance(inner.get("properties"), dict):
+        inner["properties"] = {k: _templatable(v, defs) for k, v in inner["properties"].items()}
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(inner.get(key), list):
+            inner[key] = [_templatable(s, defs, wrap=False) for s in inner[key]]
+    if not wrap:
+        return inner
+    meta = {k: inner.pop(k) for k in _META if k in inner}
+    choices = inner["anyOf"] if list(inner) == ["anyOf"] else [inner]
+    return {**meta, "anyOf": [*choices, _TEMPLATE_SCHEMA]}
+
+
+def _drop_unused(schema: dict[str, Any]) -> None:
+    """Remove definitions nothing refers to any more."""
+    defs = schema.get("$defs", {})
+    used: set[str] = set()
+    todo: list[Any] = [{k: v for k, v in schema.items() if k != "$defs"}]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                name = ref.removeprefix("#/$defs/")
+                if name not in used and name in defs:
+                    used.add(name)
+                    todo.append(defs[name])
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    for name in [n for n in defs if n not in used]:
+        del defs[name]

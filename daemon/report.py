@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from daemon.durations import format_duration
-from daemon.incidents import Event, Incident, IncidentStore
+from daemon.incidents import ACTION_ENDS, Event, EventKind, Incident, IncidentStore
 from daemon.notify.console import labels_text
 from probes.base import Reading
 
@@ -33,7 +33,36 @@ def stamp(at: float | None) -> str:
 
 
 def actions_of(events: Sequence[Event]) -> list[str]:
-    return [str(e.data.get("action")) for e in events if e.kind == "action_started"]
+    return [str(e.data.get("action")) for e in events if e.kind is EventKind.ACTION_STARTED]
+
+
+def attempts_text(events: Sequence[Event], output_lines: int = 20) -> str:
+    """Each attempt, whether its change landed and how it ended, then the output of those
+    that printed any (command actions)."""
+    started = {e.data.get("attempt"): e for e in events if e.kind is EventKind.ACTION_STARTED}
+    if not started:
+        return ""
+    ended = {e.data.get("attempt"): e for e in events if e.kind in ACTION_ENDS}
+    rows, outputs = [], []
+    for number, start in started.items():
+        end = ended.get(number)
+        if end is None:
+            result = "in flight (or cut short; reconciled on restart)"
+        elif end.kind is EventKind.ACTION_RECONCILED and not end.data.get("landed"):
+            result = "never landed: not counted"
+        elif end.data.get("ok"):
+            result = "landed" + (" (found after a restart)" if end.data.get("landed") else "")
+        else:
+            result = "failed"
+        rows.append([number, start.data.get("action"), start.data.get("uses"), stamp(start.at),
+                     result, end.message if end else ""])  # fmt: skip
+        output = str((end.data if end else {}).get("output") or "").rstrip()
+        if output:
+            tail = "\n".join(output.splitlines()[-output_lines:])
+            outputs.append(f"output of attempt {number} ({start.data.get('action')}):\n"
+                           + textwrap.indent(tail, "  "))  # fmt: skip
+    text = "attempts:\n" + table(["#", "action", "uses", "started", "result", "message"], rows)
+    return "\n\n".join([text, *outputs])
 
 
 def outcome_of(incident: Incident) -> str:
@@ -103,7 +132,7 @@ def diagnoses_text(events: Sequence[Event], calls: Sequence[Mapping[str, Any]]) 
     """Who decided what and why, and what the model calls cost."""
     parts = []
     for e in events:
-        if e.kind != "diagnosed":
+        if e.kind is not EventKind.DIAGNOSED:
             continue
         d = e.data
         cost = (
@@ -174,13 +203,16 @@ def incident_detail(
     diagnoses = diagnoses_text(events, calls)
     if diagnoses:
         timeline += "\n\n" + diagnoses
-    found = [e for e in events if e.kind == "causes"]
+    attempts = attempts_text(events)
+    if attempts:
+        timeline += "\n\n" + attempts
+    found = [e for e in events if e.kind is EventKind.CAUSES]
     if found:
         timeline += "\n\ncauses found (last diagnosis):\n" + table(
             ["cause", "source", "evidence"],
             [[c.get("cause"), c.get("source"), c.get("detail")] for c in found[-1].data["causes"]],
         )
-    evidence = [e for e in events if e.kind == "evidence"]
+    evidence = [e for e in events if e.kind is EventKind.EVIDENCE]
     if not evidence:
         return "\n".join(head) + timeline
     latest = yaml.safe_dump(dict(evidence[-1].data), sort_keys=False, width=100)

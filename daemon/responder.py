@@ -7,11 +7,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from daemon.actions import ACTIONS, ActionContext, ActionParams, ActionResult, run_with_retries
+from daemon.actions.base import Reconcilable
 from daemon.agents import AGENTS, ESCALATE, Decision, Diagnoser, DiagnosisRequest, Spend
 from daemon.agents.chain import LLMDiagnosers
 from daemon.agents.tools import LiveTools
@@ -20,9 +22,10 @@ from daemon.detector import effective
 from daemon.diagnosis import Cause, DiagnosisSettings, examine
 from daemon.durations import format_duration
 from daemon.errors import EscalateError, PermanentError, TemporaryError
-from daemon.guard import Guard
-from daemon.incidents import Event, Incident, IncidentStore, Resolution, Status
+from daemon.guard import Guard, Rule, Verdict
+from daemon.incidents import Event, EventKind, Incident, IncidentStore, Resolution, Status
 from daemon.kube.cluster import KubeClient
+from daemon.playbook import ActionStepBase
 from daemon.redact import DEFAULT as REDACTOR
 from daemon.redact import Redactor
 from daemon.runtime import PlaybookRuntime
@@ -105,6 +108,18 @@ class IncidentLog(logging.LoggerAdapter):
         return f"incident {self.extra['incident']}: {msg}" if self.extra else msg, kwargs
 
 
+class Stopping(Exception):  # noqa: N818 - a signal, not an error
+    """The daemon is stopping: start no new diagnosis or action."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Landed:
+    """An action whose change landed and awaits verification, from `since`."""
+
+    action: str
+    since: float
+
+
 class Responder:
     def __init__(
         self,
@@ -119,6 +134,7 @@ class Responder:
         agents: LLMDiagnosers | None = None,
         redactor: Redactor = REDACTOR,
         diagnosis: DiagnosisSettings | None = None,
+        records: Path | None = None,
     ) -> None:
         self.store = store
         self.diagnosis = diagnosis or DiagnosisSettings()
@@ -130,7 +146,19 @@ class Responder:
         self.prometheus = dict(prometheus or {})
         self.agents = agents
         self.redactor = redactor
+        self.records = records
         self.rules: Diagnoser = AGENTS.get("rules")()
+        self.stopping = False
+
+    def stop(self) -> None:
+        """From now on, no response starts a new diagnosis or action (SIGTERM); those waiting
+        on a guard rail stop waiting."""
+        self.stopping = True
+        self.guard.wake()
+
+    def _go_on(self) -> None:
+        if self.stopping:
+            raise Stopping
 
     def _diagnoser(self, runtime: PlaybookRuntime) -> Diagnoser:
         """rules; auto (the config's default LLM agent, else rules); a configured agent; or
@@ -182,18 +210,23 @@ class Responder:
         ilog = IncidentLog(log, {"incident": incident.id})
         try:
             await self._respond(runtime, incident, reading, resume, ilog)
-        except asyncio.CancelledError:
-            ilog.warning("response interrupted by shutdown; it resumes when the daemon restarts")
-            self.store.append(
-                incident.id,
-                "interrupted",
-                "daemon stopping; the response resumes on restart",
-                at=self.clock.now(),
+        except (Stopping, asyncio.CancelledError) as exc:
+            why = str(exc.args[0]) if exc.args and not self.stopping else None
+            ilog.warning("response interrupted (%s)", why or "daemon stopping")
+            await self.timeline.record(
+                incident,
+                EventKind.INTERRUPTED,
+                f"response cut short: {why}"
+                if why
+                else "daemon stopping; the response resumes on restart",
             )
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         except Exception as exc:  # noqa: BLE001 - an incident must never be dropped
             ilog.exception("responder failed unexpectedly; escalating")
             await self._escalate(runtime, incident, f"opsmedic internal error: {exc!r}")
+        finally:
+            self.guard.release(incident.id)
 
     async def _respond(
         self,
@@ -203,91 +236,115 @@ class Responder:
         resume: bool,
         ilog: IncidentLog,
     ) -> None:
-        playbook = runtime.playbook
+        landed: Landed | None = None
         if resume:
-            await self.timeline.record(incident, "resumed", "daemon restarted; re-checking")
-            check = await self.verify(runtime, incident)
-            reading = check.reading or reading
-            if check.health is Health.HEALTHY:
-                acted = bool(self.store.action_attempts(incident.id))
-                resolution = Resolution.AUTO_REMEDIATED if acted else Resolution.RECOVERED
-                await self._resolve(incident, f"healthy on restart: {check.message}", resolution)
+            await self.timeline.record(
+                incident, EventKind.RESUMED, "daemon restarted; reconciling before judging"
+            )
+            landed = await self._reconcile(runtime, incident, ilog)
+            current = self.store.get(incident.id)
+            if current is None or current.status is not Status.OPEN:
                 return
-        interrupted = self._interrupted(runtime, incident, ilog) if resume else None
-        inconclusive = (
-            before_diagnosis(reading.actionable, reading.message)
-            if interrupted is None and reading is not None
-            else None
-        )
-        if inconclusive is not None:
-            await self._escalate(runtime, incident, inconclusive)
-            return
+            if landed is None:
+                check = await self.verify(runtime, incident)
+                if not await self._judged(runtime, incident, check, after=None):
+                    return
+                reading = check.reading
+        elif reading is not None:
+            inconclusive = before_diagnosis(reading.actionable, reading.message)
+            if inconclusive is not None:
+                await self._escalate(runtime, incident, inconclusive)
+                return
         while True:
+            if landed is not None:
+                check = await self._verify_landed(runtime, incident, landed)
+                self.guard.release(incident.id)
+                if not await self._judged(runtime, incident, check, after=landed.action):
+                    return
+                reading, landed = check.reading or reading, None
+            self._go_on()
             current = self.store.get(incident.id)
             if current is None or current.status is not Status.OPEN:
                 return
             incident = current
-            attempts = self.store.action_attempts(incident.id)
-            if interrupted is not None:
-                planned: Attempt | None = await self._replay(incident, interrupted, attempts)
-                interrupted = None
-            else:
-                context = template_context(incident, reading)
-                planned = await self._plan(runtime, incident, context, attempts, ilog)
+            context = template_context(incident, reading)
+            planned = await self._plan(runtime, incident, context, ilog)
+            if isinstance(planned, Verification):  # waited on a guard rail: judge afresh
+                if not await self._judged(runtime, incident, planned, after=None):
+                    return
+                reading = planned.reading
+                continue
             if planned is None:
                 return  # escalated
-            action_id = planned.action
             result = await self._run(runtime, incident, planned, ilog)
             await self.timeline.record(
                 incident,
-                "action_finished" if result.ok else "action_failed",
-                f"{action_id}: {result.message}",
-                data={
-                    "action": action_id,
-                    "attempt": planned.number,
-                    "ok": result.ok,
-                    **result.data,
-                },
+                EventKind.ACTION_FINISHED if result.ok else EventKind.ACTION_FAILED,
+                f"{planned.action}: {result.message}",
+                data={"action": planned.action, "attempt": planned.number, "ok": result.ok}
+                | dict(result.data),
             )
             if result.escalate:
-                await self._escalate(runtime, incident, f"{action_id}: {result.message}")
+                await self._escalate(runtime, incident, f"{planned.action}: {result.message}")
                 return
-            if not result.ok:
-                continue
-            wait = playbook.policy.verify_after
+            if result.ok:
+                landed = Landed(action=planned.action, since=self.clock.now())
+            else:
+                self.guard.release(incident.id)
+
+    async def _judged(
+        self,
+        runtime: PlaybookRuntime,
+        incident: Incident,
+        check: Verification,
+        *,
+        after: str | None,
+    ) -> bool:
+        """Act on a re-check: healthy → resolved (auto-remediated only right `after` a landed
+        action), inconclusive → escalated (never acted on); True when still unhealthy."""
+        if check.health is Health.HEALTHY:
+            if after is not None:
+                message = f"verified healthy after {after}: {check.message}"
+                await self._resolve(incident, message, Resolution.AUTO_REMEDIATED)
+            else:
+                message = f"healthy again before any action landed: {check.message}"
+                await self._resolve(incident, message, Resolution.RECOVERED)
+            return False
+        if check.health is Health.INCONCLUSIVE:
+            await self._escalate(runtime, incident, f"verification inconclusive: {check.message}")
+            return False
+        if after is not None:
             await self.timeline.record(
-                incident, "verifying", f"re-checking in {format_duration(wait)}"
+                incident, EventKind.VERIFY_FAILED, f"still unhealthy: {check.message}"
             )
-            await self.clock.sleep(wait)
-            check = await self.verify(runtime, incident)
-            reading = check.reading or reading
-            if check.health is Health.HEALTHY:
-                await self._resolve(
-                    incident,
-                    f"verified healthy after {action_id}: {check.message}",
-                    Resolution.AUTO_REMEDIATED,
-                )
-                return
-            if check.health is Health.INCONCLUSIVE:
-                await self._escalate(
-                    runtime, incident, f"verification inconclusive: {check.message}"
-                )
-                return
-            await self.timeline.record(
-                incident, "verify_failed", f"still unhealthy: {check.message}"
-            )
+        return True
+
+    async def _verify_landed(
+        self, runtime: PlaybookRuntime, incident: Incident, landed: Landed
+    ) -> Verification:
+        """Wait `verify_after` from when the action landed, then re-check the target."""
+        wait = max(0.0, landed.since + runtime.playbook.policy.verify_after - self.clock.now())
+        await self.timeline.record(
+            incident,
+            EventKind.VERIFYING,
+            f"re-checking in {format_duration(wait)}",
+            data={"action": landed.action, "since": landed.since},
+        )
+        await self.clock.sleep(wait)
+        return await self.verify(runtime, incident)
 
     async def _plan(
         self,
         runtime: PlaybookRuntime,
         incident: Incident,
         context: dict[str, Any],
-        attempts: Mapping[str, int],
         ilog: IncidentLog,
-    ) -> Attempt | None:
+    ) -> Attempt | Verification | None:
         """Gather evidence, diagnose, ask the guard, render the parameters, and record the
-        start of the attempt; None when the incident was escalated instead."""
+        start of the attempt. None when the incident was escalated instead; a Verification
+        (a fresh re-check) when a guard rail held the action back for a while, to judge afresh."""
         playbook = runtime.playbook
+        attempts = self.store.action_attempts(incident.id)
         evidence = await self._gather_evidence(runtime, incident)
         causes = await self._examine(runtime, incident, context, evidence, attempts)
         decision = await self._decide(runtime, incident, context, attempts, ilog, causes)
@@ -297,20 +354,19 @@ class Responder:
         step = playbook.step(decision.action)
         assert step is not None  # noqa: S101 - _decide only returns listed actions
         verdict = self.guard.check(playbook, incident, step)
-        if verdict.dry_run:
+        if verdict.waits:
+            return await self._wait(runtime, incident, step, verdict)
+        if verdict.would_run:
             await self.timeline.record(
                 incident,
-                "dry_run",
-                f"would run {step.id} ({step.uses}); not acting",
-                data={"action": step.id, "with": dict(step.with_)},
+                EventKind.SHADOW,
+                f"{verdict.reason} ({step.uses}); not acting",
+                data={"action": step.id, "rule": verdict.rule, "with": dict(step.with_)},
             )
             await self._escalate(runtime, incident, verdict.reason)
             return None
         if not verdict.allowed:
-            await self.timeline.record(
-                incident, "guard_denied", verdict.reason, data={"action": step.id}
-            )
-            await self._escalate(runtime, incident, verdict.reason)
+            await self._deny(runtime, incident, step, verdict)
             return None
         try:
             params = step.params(context, decision.params)
@@ -318,16 +374,18 @@ class Responder:
             reason = f"action {step.id} has invalid parameters after rendering: {exc}"
             await self._escalate(runtime, incident, reason)
             return None
+        self._go_on()
         planned = Attempt(
             action=step.id,
             uses=step.uses,
             params=params,
-            number=sum(attempts.values()) + 1,
+            number=self.store.attempts_started(incident.id) + 1,
             of_action=attempts[step.id] + 1,
         )
+        self.guard.admit(incident)
         await self.timeline.record(
             incident,
-            "action_started",
+            EventKind.ACTION_STARTED,
             f"{step.id} ({step.uses}), attempt {planned.number}",
             data={
                 "action": step.id,
@@ -338,25 +396,124 @@ class Responder:
         )
         return planned
 
-    async def _replay(
-        self, incident: Incident, started: Event, attempts: Mapping[str, int]
-    ) -> Attempt:
-        """The attempt a stop or crash cut short, to run again with the same idempotency key."""
-        planned = Attempt(
-            action=started.data["action"],
-            uses=started.data["uses"],
-            params=ACTIONS.get(started.data["uses"]).params.model_validate(started.data["params"]),
-            number=int(started.data["attempt"]),
-            of_action=attempts[started.data["action"]],
-        )
+    async def _deny(
+        self, runtime: PlaybookRuntime, incident: Incident, step: ActionStepBase, verdict: Verdict
+    ) -> None:
         await self.timeline.record(
             incident,
-            "action_resumed",
-            f"{planned.action}: attempt {planned.number} was cut short; re-running it with the "
-            "same idempotency key, which acts only if the change was never made",
-            data={"action": planned.action, "attempt": planned.number},
+            EventKind.GUARD_DENIED,
+            verdict.reason,
+            data={"action": step.id, "rule": verdict.rule, "source": verdict.source},
         )
-        return planned
+        await self._escalate(runtime, incident, verdict.reason)
+
+    async def _wait(
+        self, runtime: PlaybookRuntime, incident: Incident, step: ActionStepBase, verdict: Verdict
+    ) -> Verification | None:
+        """Hold the action while a silence, the rate limit or the blast radius says wait; past
+        `max_wait` (silences excepted) escalate. Then re-check the target, to judge afresh."""
+        playbook, recorded = runtime.playbook, None
+        deadline = self.clock.now() + self.guard.settings.max_wait
+        try:
+            while verdict.waits:
+                if verdict.rule is not recorded:
+                    recorded = verdict.rule
+                    await self.timeline.record(
+                        incident,
+                        EventKind.GUARD_WAITING,
+                        f"{verdict.reason}; {step.id} waits",
+                        data={"action": step.id, "rule": verdict.rule},
+                    )
+                if verdict.rule is not Rule.SILENCED and self.clock.now() >= deadline:
+                    waited = format_duration(self.guard.settings.max_wait)
+                    await self._deny(
+                        runtime,
+                        incident,
+                        step,
+                        replace(verdict, reason=f"waited {waited}: {verdict.reason}"),
+                    )
+                    return None
+                await self.guard.wait(playbook, incident, verdict)
+                self._go_on()
+                verdict = self.guard.check(playbook, incident, step)
+        finally:
+            self.guard.stop_waiting(incident.id)
+        return await self.verify(runtime, incident)
+
+    async def _reconcile(
+        self, runtime: PlaybookRuntime, incident: Incident, ilog: IncidentLog
+    ) -> Landed | None:
+        """Before judging an incident after a restart, learn what became of its last action:
+        an attempt cut short is reconciled with its target (did its change land?), and one
+        whose change landed is verified as if the daemon never stopped. Returns the landed
+        action to verify, or None to judge afresh."""
+        last = self.store.last_action_event(incident.id)
+        if last is None:
+            return None
+        action = str(last.data.get("action", ""))
+        if last.kind is EventKind.VERIFYING:
+            self.guard.admit(incident)
+            return Landed(action=action, since=float(last.data.get("since", last.at)))
+        if last.kind is EventKind.ACTION_FINISHED or (
+            last.kind is EventKind.ACTION_RECONCILED and last.data.get("ok")
+        ):
+            self.guard.admit(incident)
+            return Landed(action=action, since=last.at)
+        if last.kind is not EventKind.ACTION_STARTED:
+            return None
+        self.guard.admit(incident)  # it was in flight: it holds its slot while reconciled
+        result, why = await self._landed(incident, last, ilog)
+        attempt = last.data.get("attempt")
+        if result is None:
+            self.guard.release(incident.id)
+            await self.timeline.record(
+                incident,
+                EventKind.ACTION_RECONCILED,
+                f"{action}: attempt {attempt} never landed ({why}); it is not counted",
+                data={"action": action, "attempt": attempt, "landed": False, "ok": False},
+            )
+            return None
+        await self.timeline.record(
+            incident,
+            EventKind.ACTION_RECONCILED,
+            f"{action}: {result.message}",
+            data={"action": action, "attempt": attempt, "landed": True, "ok": result.ok}
+            | dict(result.data),
+        )
+        if result.escalate:
+            await self._escalate(runtime, incident, f"{action}: {result.message}")
+            return None
+        if not result.ok:
+            self.guard.release(incident.id)
+            return None
+        return Landed(action=action, since=self.clock.now())
+
+    async def _landed(
+        self, incident: Incident, started: Event, ilog: IncidentLog
+    ) -> tuple[ActionResult | None, str]:
+        """The result of an attempt cut short if its change landed, else None and why."""
+        uses = str(started.data.get("uses", ""))
+        if uses not in ACTIONS.names():
+            return None, f"unknown action kind {uses!r}"
+        kind = ACTIONS.get(uses)
+        action = kind.create()
+        if not isinstance(action, Reconcilable):
+            return None, f"{uses} cannot tell whether it acted; treated as not run"
+        context = ActionContext(
+            incident_id=incident.id,
+            attempt=int(started.data["attempt"]),
+            action_attempt=self.store.action_attempts(incident.id)[started.data["action"]],
+            clock=self.clock,
+            kubernetes=self.kubernetes,
+            records=self.records,
+            started_at=started.at,
+        )
+        try:
+            params = kind.params.model_validate(started.data["params"])
+            return await action.reconcile(params, context), "its change is not on the target"
+        except (TemporaryError, PermanentError, EscalateError, ValidationError) as exc:
+            ilog.warning("cannot tell whether attempt %s landed: %s", context.attempt, exc)
+            return None, f"cannot tell: {exc}; treated as not run"
 
     async def _gather_evidence(
         self, runtime: PlaybookRuntime, incident: Incident
@@ -372,7 +529,7 @@ class Responder:
         found = self.redactor.value(found)
         if found:
             await self.timeline.record(
-                incident, "evidence", f"gathered {', '.join(sorted(found))}", data=found
+                incident, EventKind.EVIDENCE, f"gathered {', '.join(sorted(found))}", data=found
             )
         return found
 
@@ -402,31 +559,11 @@ class Responder:
         if seen.causes:
             await self.timeline.record(
                 incident,
-                "causes",
+                EventKind.CAUSES,
                 "; ".join(f"{c.cause}: {c.detail}" for c in seen.causes),
                 data={"causes": seen.evidence["causes"]},
             )
         return seen.causes
-
-    def _interrupted(
-        self, runtime: PlaybookRuntime, incident: Incident, ilog: IncidentLog
-    ) -> Event | None:
-        """An attempt cut short by a stop or crash, if it is safe to run again: its kind is
-        idempotent (the same key acts once). Otherwise its outcome stays unknown and it counts
-        as a spent attempt."""
-        started = self.store.unfinished_action(incident.id)
-        if started is None:
-            return None
-        uses = started.data.get("uses", "")
-        if uses in ACTIONS.names() and ACTIONS.get(uses).idempotent:
-            return started
-        ilog.warning(
-            "attempt %s (%s) was cut short and %s is not idempotent; not re-running it",
-            started.data.get("attempt"),
-            started.data.get("action"),
-            uses,
-        )
-        return None
 
     async def _decide(
         self,
@@ -448,14 +585,10 @@ class Responder:
         )
         diagnoser = self._diagnoser(runtime)
         decision = await diagnoser.diagnose(request)
-        if decision.calls:  # errors and tool names hold model text: redacted like events
-            calls = [
-                replace(c, error=self.redactor.text(c.error), tools=self.redactor.value(c.tools))
-                for c in decision.calls
-            ]
-            self.store.record_llm_calls(incident.id, calls)
+        if decision.calls:  # errors and tool names hold model text: the timeline redacts them
+            self.timeline.llm_calls(incident, decision.calls)
         for note in decision.notes:
-            await self.timeline.record(incident, note.kind, note.message, data=note.data)
+            await self.timeline.record(incident, EventKind(note.kind), note.message, data=note.data)
         allowed = {s.id for s in runtime.playbook.steps} | {ESCALATE}
         if decision.action not in allowed:
             ilog.warning(
@@ -465,13 +598,13 @@ class Responder:
             )
             await self.timeline.record(
                 incident,
-                "decision_rejected",
+                EventKind.DECISION_REJECTED,
                 f"{diagnoser.name} chose {decision.action!r}, not in the playbook; using rules",
             )
             decision = await self.rules.diagnose(request)
         await self.timeline.record(
             incident,
-            "diagnosed",
+            EventKind.DIAGNOSED,
             f"{decision.action}: {decision.reason}",
             data={
                 "agent": decision.agent,
@@ -496,6 +629,7 @@ class Responder:
             action_attempt=planned.of_action,
             clock=self.clock,
             kubernetes=self.kubernetes,
+            records=self.records,
         )
         retries = runtime.playbook.policy.action_retries
         try:
@@ -512,6 +646,6 @@ class Responder:
 
     async def _escalate(self, runtime: PlaybookRuntime, incident: Incident, reason: str) -> None:
         """Escalate, with the causes last found (the message shows them)."""
-        found = self.store.events(incident.id, kind="causes")
+        found = self.store.events(incident.id, kind=EventKind.CAUSES)
         causes = found[-1].data.get("causes", []) if found else []
         await self.timeline.escalate(incident, reason, route=runtime.route, causes=causes)

@@ -1,4 +1,6 @@
-"""The timeline: append an event to the incident log, then tell every notifier about it.
+"""The timeline: the daemon's only writer of the incident log. It opens incidents, appends
+events, sets statuses and keeps the detector's state and the model-call audit, and tells every
+notifier about each event.
 
 The write comes first, so a notifier that is down never loses an event; its failure is itself
 recorded. What a notifier returns (a Slack thread) is recorded too, for its later events.
@@ -15,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from daemon.clock import Clock
-from daemon.incidents import Event, Incident, IncidentStore, Resolution, Status
+from daemon.incidents import Event, EventKind, Incident, IncidentStore, Resolution, Status
 from daemon.notify.base import Notification, Notifier, Route
 from daemon.redact import DEFAULT as REDACTOR
 from daemon.redact import Redactor
@@ -40,8 +42,49 @@ class Timeline:
         return {
             e.data["notifier"]: e.data["receipt"]
             for e in self.store.events(incident_id)
-            if e.kind == "notified"
+            if e.kind is EventKind.NOTIFIED
         }
+
+    async def open(
+        self,
+        *,
+        fingerprint: str,
+        playbook: str,
+        labels: Mapping[str, str],
+        severity: str,
+        summary: str,
+        value: float | None,
+        at: float,
+        data: Mapping[str, Any] | None = None,
+    ) -> tuple[Incident, bool]:
+        """Open an incident (its summary redacted) and record `opened`, or return the open one
+        with this fingerprint (deduplication); True when it is new."""
+        incident, created = self.store.open(
+            fingerprint=fingerprint,
+            playbook=playbook,
+            labels=labels,
+            severity=severity,
+            summary=self.redactor.text(summary),
+            value=value,
+            at=at,
+        )
+        if created:
+            await self.record(incident, EventKind.OPENED, incident.summary, data=data)
+        return incident, created
+
+    def llm_calls(self, incident: Incident, calls: Sequence[Any]) -> None:
+        """The model calls of a diagnosis, for the audit (their errors and tools redacted)."""
+        self.store.record_llm_calls(
+            incident.id,
+            [
+                replace(c, error=self.redactor.text(c.error), tools=self.redactor.value(c.tools))
+                for c in calls
+            ],
+        )
+
+    def alert_state(self, playbook: str, states: Sequence[Any]) -> None:
+        """The detector's pending and firing series of a playbook, restored after a restart."""
+        self.store.save_alert_state(playbook, states, at=self.clock.now())
 
     async def escalate(
         self,
@@ -55,7 +98,7 @@ class Timeline:
         it stays open."""
         escalated = self.store.set_status(incident.id, Status.ESCALATED, at=self.clock.now())
         data = {"causes": list(causes)} if causes else None
-        await self.record(escalated, "escalated", reason, route=route, data=data)
+        await self.record(escalated, EventKind.ESCALATED, reason, route=route, data=data)
 
     async def resolve(
         self,
@@ -68,12 +111,12 @@ class Timeline:
         resolved = self.store.set_status(
             incident.id, Status.RESOLVED, at=self.clock.now(), resolution=resolution
         )
-        await self.record(resolved, "resolved", message, route=route)
+        await self.record(resolved, EventKind.RESOLVED, message, route=route)
 
     async def record(
         self,
         incident: Incident,
-        kind: str,
+        kind: EventKind,
         message: str,
         *,
         route: Route | None = None,
@@ -107,7 +150,7 @@ class Timeline:
                 )
                 self.store.append(
                     incident.id,
-                    "notify_failed",
+                    EventKind.NOTIFY_FAILED,
                     self.redactor.text(f"{notifier.name}: {exc}"),
                     at=self.clock.now(),
                     data={"notifier": notifier.name, "event": event.id},
@@ -116,7 +159,7 @@ class Timeline:
             if receipt is not None:
                 self.store.append(
                     incident.id,
-                    "notified",
+                    EventKind.NOTIFIED,
                     f"{receipt.notifier} posted",
                     at=self.clock.now(),
                     data={"notifier": receipt.notifier, "receipt": dict(receipt.data)},

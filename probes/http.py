@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from daemon.durations import Duration
 from daemon.httpclient import Unreachable, request
@@ -13,14 +13,33 @@ from daemon.redact import DEFAULT as REDACTOR
 from probes.base import PROBES, Outcome, ProbeConfig, ProbeContext, ProbeKind, Reading
 
 
+def _as_list(value: Any) -> Any:
+    """`expect_status: 200` means `[200]`."""
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class HttpProbeConfig(ProbeConfig):
     kind: Literal["http"] = "http"
     url: str = Field(pattern=r"^https?://", description="URL to request")
     method: Literal["GET", "HEAD", "POST"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
-    expect_status: list[int] = Field(
+    expect_status: Annotated[
+        list[Annotated[int, Field(ge=100, le=599)]],
+        BeforeValidator(_as_list),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 100, "maximum": 599},
+                    {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                    },
+                ]
+            }
+        ),
+    ] = Field(
         default_factory=lambda: list(range(200, 400)),
-        description="Status codes that count as healthy (default: 2xx and 3xx)",
+        description="Status code or list of codes that count as healthy (default: 2xx and 3xx)",
     )
     max_latency: Duration | None = Field(None, description="Slower responses are a breach")
     json_path: str | None = Field(

@@ -29,8 +29,15 @@ class BasicAuth(BaseModel):
 
     def password(self) -> str:
         if self.password_file is not None:
-            return self.password_file.read_text(encoding="utf-8").strip()
+            return _read_secret(self.password_file, "basic_auth.password_file")
         return os.environ.get(self.password_env or "", "")
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise PermanentError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 class PrometheusSource(BaseModel):
@@ -61,7 +68,7 @@ class PrometheusSource(BaseModel):
         headers = dict(self.headers)
         token = None
         if self.bearer_token_file is not None:
-            token = self.bearer_token_file.read_text(encoding="utf-8").strip()
+            token = _read_secret(self.bearer_token_file, "bearer_token_file")
         elif self.bearer_token_env is not None:
             token = os.environ.get(self.bearer_token_env)
         if token:
@@ -90,17 +97,23 @@ def _status(message: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _prometheus_error(message: str) -> str:
-    """The `error` field of Prometheus's JSON error body, which the client puts in a repr."""
+def _prometheus_error(message: str) -> tuple[str, str]:
+    """The `errorType` and `error` fields of Prometheus's JSON error body, which the client
+    puts in a repr (`bad_data` is an invalid query or parameter)."""
     match = re.search(r"\((b?(['\"]).*\2)\)\s*$", message, re.S)
     if match:
         try:
             raw = ast.literal_eval(match.group(1))
             body = json.loads(raw)
-            return str(body.get("error", message))
+            return str(body.get("errorType", "")), str(body.get("error", message))
         except (ValueError, SyntaxError, AttributeError):
-            return message
-    return message
+            return "", message
+    return "", message
+
+
+def _shorten(query: str, limit: int = 200) -> str:
+    flat = " ".join(query.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -143,17 +156,28 @@ class PrometheusClient:
         import requests
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
-        connect = self._connection()
-        connect.headers = self.source.request_headers()  # re-read: tokens may rotate
         where = f"Prometheus {self.name!r}"
+        try:
+            connect = self._connection()
+            connect.headers = self.source.request_headers()  # re-read: tokens may rotate
+        except PermanentError as exc:
+            raise PermanentError(f"{where}: {exc}") from None
         try:
             return getattr(connect, method)(*args, **kwargs)
         except PrometheusApiClientException as exc:
             status = _status(str(exc))
-            detail = _prometheus_error(str(exc))
+            kind, detail = _prometheus_error(str(exc))
             if status == 429 or status >= 500:
                 raise TemporaryError(f"{where} answered HTTP {status}: {detail}") from None
-            raise PermanentError(f"{where} rejected the query (HTTP {status}): {detail}") from None
+            if kind == "bad_data" or status == 400:
+                query = _shorten(str(args[0])) if args else ""
+                raise PermanentError(
+                    f"{where}: invalid query (HTTP {status} {kind or 'bad request'}): {detail}; "
+                    f"query: {query}"
+                ) from None
+            raise PermanentError(
+                f"{where} rejected the query (HTTP {status}{' ' + kind if kind else ''}): {detail}"
+            ) from None
         except requests.exceptions.Timeout:
             raise TemporaryError(f"{where} timed out after {self.source.timeout:g}s") from None
         except requests.exceptions.SSLError as exc:

@@ -32,6 +32,7 @@ fi
 
 echo "== ruff";     "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check .
 echo "== mypy";     "$VENV/bin/mypy"
+echo "== layers";   "$VENV/bin/lint-imports" --no-cache
 echo "== validate"; "$VENV/bin/opsmedic" validate playbooks/
 echo "== eval";     "$VENV/bin/opsmedic" eval tests/scenarios --agent rules \
                         --min-pass-rate 0.9 --max-harmful 0

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +51,16 @@ def server(cluster: FakeCluster) -> Iterator[KubeApiServer]:
 def kube(server: KubeApiServer, tmp_path: Path) -> KubeClient:
     config = server.write_kubeconfig(tmp_path / "kubeconfig", context="test")
     return KubeClient("default", KubernetesCluster(kubeconfig=config, context="test"))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Any]:
+    """The fault-injection world of tests/crashworld.py (a real `opsmedic run` subprocess
+    against the sandbox); every process it started is killed afterwards."""
+    from tests.crashworld import CrashWorld
+
+    w = CrashWorld(tmp_path)
+    try:
+        yield w
+    finally:
+        w.close()

@@ -33,7 +33,7 @@ def recorder() -> Iterator[ScriptedServer]:
 
 
 def context(
-    clock: FakeClock, *, incident_id: int = 7, attempt: int = 2, **kw: int
+    clock: FakeClock, *, incident_id: int = 7, attempt: int = 2, **kw: Any
 ) -> ActionContext:
     kw.setdefault("action_attempt", 1)
     return ActionContext(incident_id=incident_id, attempt=attempt, clock=clock, **kw)
@@ -110,6 +110,30 @@ async def test_command_timeout_kills_and_is_not_ok(clock: FakeClock) -> None:
     assert time.monotonic() - started < 5
     assert not result.ok
     assert "timeout" in result.message
+
+
+async def test_command_timeout_keeps_what_the_command_printed(clock: FakeClock) -> None:
+    params = shell("echo step 1 done; sleep 30", timeout=0.5)
+    result = await CommandAction().run(params, context(clock))
+    assert not result.ok and result.data["timed_out"] is True
+    assert result.data["output"] == "step 1 done\n"
+
+
+async def test_a_command_cut_short_is_reconciled_from_its_record(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """The daemon died while the command ran: the next daemon learns its exit status from
+    the record the wrapper left, without running it again."""
+    marker = tmp_path / "runs"
+    params = shell(f"echo ran >> {marker}; echo healed; exit 3", timeout=5)
+    ctx = context(clock, records=tmp_path / "records")
+    first = await CommandAction().run(params, ctx)
+    assert first.data["exit_code"] == 3
+    again = await CommandAction().reconcile(params, ctx)
+    assert again is not None and again.data == {"exit_code": 3, "output": "healed\n"}
+    assert marker.read_text() == "ran\n"  # it ran once
+    other = context(clock, attempt=9, records=tmp_path / "records")
+    assert await CommandAction().reconcile(params, other) is None  # never started
 
 
 async def test_command_timeout_kills_the_whole_shell_pipeline(clock: FakeClock) -> None:

@@ -172,9 +172,12 @@ async def test_restart_mid_incident_keeps_incident_attempts_and_cooldown(
     store = IncidentStore(db)  # the daemon starts again
     second = engine_for(pb, store, clock)
     await second.start(schedule=False)
+    await until(lambda: clock.sleepers == 1, "the landed fix's verification to resume")
+    await clock.advance(120)
     await second.idle()
     [incident] = store.incidents()
     assert "interrupted" in kinds(store, incident.id) and "resumed" in kinds(store, incident.id)
+    assert "verify_failed" in kinds(store, incident.id)  # verified as if it never stopped
     assert incident.status is Status.ESCALATED  # fix was tried once already: not run again
     assert runs(tmp_path) == 1
     assert store.action_attempts(incident.id) == {"fix": 1}
@@ -203,7 +206,7 @@ async def test_dry_run_decides_but_never_acts(
     await engine.tick(NAME)
     await engine.idle()
     [incident] = store.incidents()
-    assert kinds(store, incident.id)[-2:] == ["dry_run", "escalated"]
+    assert kinds(store, incident.id)[-2:] == ["shadow", "escalated"]
     assert "would run fix" in store.events(incident.id)[-2].message
     assert runs(tmp_path) == 0
 

@@ -568,7 +568,7 @@ async def run_until_idle(loop: Engine, clock: FakeClock) -> None:
     raise AssertionError("the responder never finished")
 
 
-async def test_a_crash_between_sent_and_recorded_does_not_restart_twice(
+async def test_a_crash_between_sent_and_recorded_is_reconciled_not_repeated(
     tmp_path: Path, cluster: FakeCluster, server: KubeApiServer, clock: FakeClock
 ) -> None:
     await crash_looping_web(cluster, clock)  # a restart will not heal it
@@ -590,10 +590,9 @@ async def test_a_crash_between_sent_and_recorded_does_not_restart_twice(
     await second.start(schedule=False)
     await run_until_idle(second, clock)
     events = store.events(incident.id)
-    resumed = next(e for e in events if e.kind == "action_resumed")
-    assert resumed.data == {"action": "restart", "attempt": 1}
-    finished = next(e for e in events if e.kind == "action_finished")
-    assert finished.data["attempt"] == 1 and finished.data["replayed"] is True
+    reconciled = next(e for e in events if e.kind == "action_reconciled")
+    assert reconciled.data["attempt"] == 1 and reconciled.data["landed"] is True
+    assert "verify_failed" in [e.kind for e in events]  # verified, not re-run
     applied = [r for r in cluster.requests if r.verb == "patch" and r.status == 200]
     assert len(applied) == 1  # one restart in the cluster, although the attempt ran twice
     assert store.action_attempts(incident.id) == {"restart": 1}  # waiting cannot fix a crashloop

@@ -129,8 +129,10 @@ def test_backfill_inside_the_head_window_is_queryable_at_once(prom: PrometheusSe
     last = str((LAST - START) / 60).removesuffix(".0")
     assert scalar_values(prom.query("pm_gauge", at=LAST)) == {"minutes": last}
     assert scalar_values(prom.query("pm_gauge", at=NOW - 30 * 60)) == {"minutes": "150"}
-    # "now" (no `at`): the last backfilled sample is still inside the 5m lookback
-    assert scalar_values(prom.query("pm_gauge")) == {"minutes": last}
+    # 4 minutes after the last sample: still inside the 5m lookback (queried at a fixed time:
+    # "now" moves on while a long test session runs, and NOW was taken at collection)
+    assert scalar_values(prom.query("pm_gauge", at=LAST + 240)) == {"minutes": last}
+    assert scalar_values(prom.query("pm_gauge", at=LAST + 360)) == {}
 
 
 def test_backfilled_counter_values_and_rates(prom: PrometheusServer) -> None:

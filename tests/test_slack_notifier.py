@@ -101,7 +101,9 @@ async def test_later_event_is_a_thread_reply(slack: FakeSlack, notifier: SlackNo
     receipt = await notifier.notify(escalated())
     assert receipt is not None
 
-    assert await notifier.notify(note("comment", "on-call is looking", receipt=receipt)) is None
+    assert (
+        await notifier.notify(note("verify_failed", "on-call is looking", receipt=receipt)) is None
+    )
 
     assert len(slack.messages("C0OPS")) == 1
     [reply] = slack.replies("C0OPS", receipt.data["ts"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +35,11 @@ class ActionContext:
     clock: Clock
     kubernetes: Mapping[str, KubeClient] = field(default_factory=dict)
     """Kubernetes clusters by name (from the daemon config)."""
+    records: Path | None = None
+    """A directory where a kind may keep records of its runs that outlive the daemon (the
+    command kind keeps each child's pid, output and exit status there)."""
+    started_at: float | None = None
+    """When this attempt started (set when an attempt cut short is reconciled)."""
 
     def kube(self, name: str) -> KubeClient:
         try:
@@ -59,6 +65,16 @@ class ActionResult:
 class Action(Protocol):
     async def run(self, params: Any, context: ActionContext) -> ActionResult:
         """Act once. Raise TemporaryError to be retried, PermanentError to fail for good."""
+        ...
+
+
+@runtime_checkable
+class Reconcilable(Protocol):
+    """An action kind that can tell, after a crash, what became of an attempt cut short."""
+
+    async def reconcile(self, params: Any, context: ActionContext) -> ActionResult | None:
+        """The attempt's result if its change landed (for a command: it ran; this may wait for
+        it to finish), None if it never did. Raise an Error when it cannot be known now."""
         ...
 
 

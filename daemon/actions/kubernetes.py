@@ -92,6 +92,27 @@ def replayed(what: str, context: ActionContext) -> ActionResult:
     )
 
 
+def landed(what: str, context: ActionContext) -> ActionResult:
+    return ActionResult(
+        ok=True,
+        message=f"{what}: the change of attempt {context.attempt} is on the object "
+        f"({CHANGE}={context.idempotency_key}): it landed",
+        data={"changed": True, "reconciled": True},
+    )
+
+
+async def marked(
+    kube: KubeClient, kind: str, namespace: str, name: str, context: ActionContext
+) -> bool:
+    """Does the object carry this attempt's change mark (its change landed)? A missing
+    object carries none."""
+    try:
+        obj = await read_object(kube, kind, namespace, name)
+    except NotFound:
+        return False
+    return already_done(obj, context)
+
+
 async def record_event(
     kube: KubeClient,
     obj: Mapping[str, Any],
@@ -159,7 +180,17 @@ class RestartParams(WorkloadParams):
     pass
 
 
-class RestartAction:
+class WorkloadReconcile:
+    """An attempt on one workload landed if the workload carries its change mark."""
+
+    async def reconcile(self, params: Any, context: ActionContext) -> ActionResult | None:
+        kube = context.kube(params.cluster)
+        if await marked(kube, params.kind, params.namespace, params.name, context):
+            return landed(f"{params.kind.lower()} {params.namespace}/{params.name}", context)
+        return None
+
+
+class RestartAction(WorkloadReconcile):
     """`kubectl rollout restart`: stamp the pod template with `restartedAt`."""
 
     async def run(self, params: RestartParams, context: ActionContext) -> ActionResult:
@@ -208,6 +239,14 @@ class RollbackParams(KubeParams):
 
 class RollbackAction:
     """`kubectl rollout undo`, computed client-side from the deployment's ReplicaSets."""
+
+    async def reconcile(
+        self, params: RollbackParams, context: ActionContext
+    ) -> ActionResult | None:
+        kube = context.kube(params.cluster)
+        if await marked(kube, "Deployment", params.namespace, params.deployment, context):
+            return landed(f"roll back deployment {params.namespace}/{params.deployment}", context)
+        return None
 
     async def run(self, params: RollbackParams, context: ActionContext) -> ActionResult:
         kube = context.kube(params.cluster)
@@ -341,7 +380,7 @@ class ScaleParams(KubeParams):
         return str(self.deployment or self.statefulset)
 
 
-class ScaleAction:
+class ScaleAction(WorkloadReconcile):
     async def run(self, params: ScaleParams, context: ActionContext) -> ActionResult:
         kube = context.kube(params.cluster)
         what = f"scale {params.kind.lower()} {params.namespace}/{params.name}"
@@ -395,10 +434,7 @@ class DeletePodAction:
     matches, at most `max_pods`. An event recorded on each pod *before* deleting it marks the
     attempt, so a retry after a crash deletes nothing more (at most once)."""
 
-    async def run(self, params: DeletePodParams, context: ActionContext) -> ActionResult:
-        kube = context.kube(params.cluster)
-        ns = params.namespace
-        what = f"delete pods {params.selector!r} in {ns}"
+    async def _marked(self, kube: KubeClient, ns: str, context: ActionContext) -> bool:
         done = await kube.call(
             "core",
             "list_namespaced_event",
@@ -406,7 +442,21 @@ class DeletePodAction:
             namespace=ns,
             label_selector=f"{CHANGE}={context.idempotency_key}",
         )
-        if done.get("items"):
+        return bool(done.get("items"))
+
+    async def reconcile(
+        self, params: DeletePodParams, context: ActionContext
+    ) -> ActionResult | None:
+        kube = context.kube(params.cluster)
+        if await self._marked(kube, params.namespace, context):
+            return landed(f"delete pods {params.selector!r} in {params.namespace}", context)
+        return None
+
+    async def run(self, params: DeletePodParams, context: ActionContext) -> ActionResult:
+        kube = context.kube(params.cluster)
+        ns = params.namespace
+        what = f"delete pods {params.selector!r} in {ns}"
+        if await self._marked(kube, ns, context):
             return replayed(what, context)
         found = await kube.call(
             "core",
@@ -495,6 +545,18 @@ def _without_controller_labels(labels: Mapping[str, str] | None) -> dict[str, st
 class RerunJobAction:
     """`kubectl create job --from=cronjob/NAME`, or a fresh copy of a failed Job (the failed
     one is kept for its logs). The new Job's name comes from the attempt, so a retry finds it."""
+
+    async def reconcile(
+        self, params: RerunJobParams, context: ActionContext
+    ) -> ActionResult | None:
+        kube = context.kube(params.cluster)
+        ns = params.namespace
+        if params.run:
+            name = job_name(params.cronjob or params.job or "", context)
+            found = await marked(kube, "Job", ns, name, context)
+        else:  # only (un)suspending the CronJob
+            found = await marked(kube, "CronJob", ns, params.cronjob or "", context)
+        return landed(f"rerun in {ns}", context) if found else None
 
     async def run(self, params: RerunJobParams, context: ActionContext) -> ActionResult:
         kube = context.kube(params.cluster)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from daemon.clock import Clock
 from daemon.errors import PermanentError, TemporaryError
-from daemon.incidents import Incident, IncidentStore
+from daemon.incidents import ACTION_ENDS, EventKind, Incident, IncidentStore
 from daemon.kube.cluster import KubeClient
 from daemon.kube.workloads import (
     RESOURCES,
@@ -307,9 +307,9 @@ class LiveTools:
                     "actions": [
                         {"action": e.data.get("action"), "ok": e.data.get("ok")}
                         for e in events
-                        if e.kind in ("action_finished", "action_failed")
+                        if e.kind in ACTION_ENDS and e.data.get("landed", True)
                     ],
-                    "diagnoses": [e.message for e in events if e.kind == "diagnosed"][-3:],
+                    "diagnoses": [e.message for e in events if e.kind is EventKind.DIAGNOSED][-3:],
                 }
             )
         return found[:limit]

@@ -10,8 +10,6 @@ from typing import TextIO
 from daemon.errors import PermanentError
 from daemon.notify.base import Notification, Receipt
 
-QUIET_KINDS = {"notified"}
-
 
 def labels_text(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
@@ -32,7 +30,7 @@ class ConsoleNotifier:
         self.stream = stream
 
     async def notify(self, notification: Notification) -> Receipt | None:
-        if notification.event.kind not in QUIET_KINDS:
+        if not notification.event.kind.bookkeeping:
             stream = self.stream or sys.stdout
             try:
                 stream.write(event_line(notification) + "\n")

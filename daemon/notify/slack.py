@@ -8,11 +8,11 @@ from typing import Any
 
 from daemon.clock import Clock
 from daemon.errors import PermanentError, TemporaryError
+from daemon.incidents import EventKind
 from daemon.notify.base import Notification, Receipt
 from daemon.notify.console import labels_text
 from daemon.retry import with_retries
 
-QUIET_KINDS = {"notified", "notify_failed"}
 TEMPORARY_ERRORS = {
     "ratelimited",
     "internal_error",
@@ -68,10 +68,10 @@ class SlackNotifier:
     async def notify(self, notification: Notification) -> Receipt | None:
         event, incident = notification.event, notification.incident
         thread = notification.receipts.get(self.name)
-        if event.kind in QUIET_KINDS:
+        if event.kind.bookkeeping:
             return None
         if thread is None:
-            if event.kind != "escalated":
+            if event.kind is not EventKind.ESCALATED:
                 return None  # Slack hears about an incident once it needs a human
             channel = notification.route.slack_channel or self.channel
             if not channel:
@@ -84,7 +84,7 @@ class SlackNotifier:
             )
             return Receipt(notifier=self.name, data={"channel": resp["channel"], "ts": resp["ts"]})
         channel, ts = thread["channel"], thread["ts"]
-        if event.kind == "resolved":  # update first: a retried notify then re-posts nothing twice
+        if event.kind is EventKind.RESOLVED:  # update first: a retry re-posts nothing twice
             await self._call(
                 "chat_update",
                 channel=channel,
