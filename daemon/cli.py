@@ -107,12 +107,16 @@ def _startable(args: argparse.Namespace, *, store: bool = True) -> tuple[Any, An
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from daemon.config import find_config
+    from daemon.config import find_config, playbook_query_report
     from daemon.engine import serve
 
     def load() -> tuple[Any, Any]:
-        """The config and playbooks as `run` starts with them; also each reload (SIGHUP)."""
+        """The config and playbooks as `run` starts with them, checked as `validate` checks
+        them (PromQL included); also each reload (SIGHUP)."""
         settings, playbooks = _startable(args)
+        report = playbook_query_report(playbooks)
+        if report.problems:
+            raise ConfigError(report.problems)
         if args.shadow:
             settings = settings.model_copy(update={"dry_run": True})
         return settings, playbooks
@@ -237,8 +241,9 @@ def cmd_silence_list(args: argparse.Namespace) -> int:
 def cmd_silence_expire(args: argparse.Namespace) -> int:
     import time
 
-    store = _writable_store(args)
-    expired = store.expire_controls("silence", at=time.time(), ids=args.ids)
+    from daemon.controls import expire_silences
+
+    expired = expire_silences(_writable_store(args), time.time(), ids=args.ids)
     missing = sorted(set(args.ids) - {c.id for c in expired})
     if expired:
         print(f"expired {', '.join(f'#{c.id}' for c in expired)}")

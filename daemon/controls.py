@@ -42,6 +42,11 @@ def resume(store: IncidentStore, now: float, *, playbook: str | None) -> list[Co
     return store.expire_controls("pause", at=now, playbook=playbook)
 
 
+def expire_silences(store: IncidentStore, now: float, *, ids: Sequence[int]) -> list[Control]:
+    """End these silences now; returns those that were in force."""
+    return store.expire_controls("silence", at=now, ids=ids)
+
+
 def add_silence(
     store: IncidentStore,
     now: float,

@@ -166,10 +166,14 @@ def _event(row: Mapping[str, Any]) -> Event:
     )
 
 
+# SQL names the kinds it matches through these (the enum's values), never by hand
+_STARTED, _DENIED = EventKind.ACTION_STARTED.value, EventKind.GUARD_DENIED.value
+_ACTIONS = ", ".join(f"'{k.value}'" for k in (EventKind.ACTION_STARTED, *ACTION_ENDS))
+
 # an action_started event whose attempt was not found never to have landed
 _COUNTED = (
-    "NOT EXISTS (SELECT 1 FROM events r WHERE r.incident_id = e.incident_id "
-    "AND r.kind = 'action_reconciled' "
+    "NOT EXISTS (SELECT 1 FROM events r WHERE r.incident_id = e.incident_id "  # noqa: S608 - the enum's values
+    f"AND r.kind = '{EventKind.ACTION_RECONCILED.value}' "
     "AND json_extract(r.data, '$.attempt') = json_extract(e.data, '$.attempt') "
     "AND json_extract(r.data, '$.landed') = 0)"
 )
@@ -399,16 +403,16 @@ class IncidentStore:
         except attempts found never to have landed (they are not counted anywhere)."""
         rows = self.db.execute(
             "SELECT json_extract(e.data, '$.action') FROM events e "  # noqa: S608 - fixed clauses
-            f"WHERE e.incident_id = ? AND e.kind = 'action_started' AND {_COUNTED}",
-            [incident_id],
+            f"WHERE e.incident_id = ? AND e.kind = ? AND {_COUNTED}",
+            [incident_id, _STARTED],
         ).fetchall()
         return Counter(r[0] for r in rows)
 
     def attempts_started(self, incident_id: int) -> int:
         """Every attempt started for this incident, counted or not (it numbers the next)."""
         row = self.db.execute(
-            "SELECT COUNT(*) FROM events WHERE incident_id = ? AND kind = 'action_started'",
-            [incident_id],
+            "SELECT COUNT(*) FROM events WHERE incident_id = ? AND kind = ?",
+            [incident_id, _STARTED],
         ).fetchone()
         return int(row[0])
 
@@ -447,9 +451,9 @@ class IncidentStore:
         """The latest counted action started on this target in another incident (cooldowns)."""
         rows = self.db.execute(
             "SELECT e.* FROM events e JOIN incidents i ON i.id = e.incident_id "  # noqa: S608
-            "WHERE i.fingerprint = ? AND e.incident_id != ? AND e.kind = 'action_started' "
+            "WHERE i.fingerprint = ? AND e.incident_id != ? AND e.kind = ? "
             f"AND {_COUNTED} ORDER BY e.at DESC LIMIT 1",
-            [fingerprint, other_than],
+            [fingerprint, other_than, _STARTED],
         )
         columns = [d[0] for d in rows.description]
         row = rows.fetchone()
@@ -460,8 +464,8 @@ class IncidentStore:
     ) -> list[float]:
         """When counted actions started after a time, oldest first: over every target, or one
         target, or one action id on one target (rate limit and flap guard)."""
-        where = [f"e.kind = 'action_started' AND e.at > ? AND {_COUNTED}"]
-        args: list[Any] = [since]
+        where = [f"e.kind = ? AND e.at > ? AND {_COUNTED}"]
+        args: list[Any] = [_STARTED, since]
         if fingerprint is not None:
             where.append("i.fingerprint = ?")
             args.append(fingerprint)
@@ -494,9 +498,9 @@ class IncidentStore:
         """How often a guard rail refused this action on this target since a time."""
         row = self.db.execute(
             "SELECT COUNT(*) FROM events e JOIN incidents i ON i.id = e.incident_id "
-            "WHERE i.fingerprint = ? AND e.kind = 'guard_denied' AND e.at >= ? "
+            "WHERE i.fingerprint = ? AND e.kind = ? AND e.at >= ? "
             "AND json_extract(e.data, '$.rule') = ? AND json_extract(e.data, '$.action') = ?",
-            [fingerprint, since, rule, action],
+            [fingerprint, _DENIED, since, rule, action],
         ).fetchone()
         return int(row[0])
 
@@ -504,9 +508,8 @@ class IncidentStore:
         """Earlier incidents of this target opened since `since`, newest first, with the
         actions that ran in them (for the history causes)."""
         rows = self.db.execute(
-            "SELECT i.id, i.opened_at, i.resolution, e.at, e.kind, e.data FROM incidents i "
-            "LEFT JOIN events e ON e.incident_id = i.id AND e.kind IN "
-            "('action_started', 'action_finished', 'action_failed', 'action_reconciled') "
+            "SELECT i.id, i.opened_at, i.resolution, e.at, e.kind, e.data FROM incidents i "  # noqa: S608 - the enum's values
+            f"LEFT JOIN events e ON e.incident_id = i.id AND e.kind IN ({_ACTIONS}) "
             "WHERE i.fingerprint = ? AND i.id != ? AND i.opened_at >= ? ORDER BY i.id DESC, e.id",
             [fingerprint, other_than, since],
         ).fetchall()
@@ -520,7 +523,7 @@ class IncidentStore:
                 continue
             event = json.loads(data)
             key = (incident_id, event.get("attempt"))
-            if kind == "action_started":
+            if kind == _STARTED:
                 kinds[key] = event.get("uses", "")
             elif event.get("landed", True):  # an attempt that never landed is no action
                 actions[incident_id].append(

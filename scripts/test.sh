@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs opsmedic's checks on a fresh Debian machine: sets up what is missing (system packages,
-# a virtual env, the package with its test extra), then ruff, mypy, playbook validation,
-# the rules eval (pass rate >= 90%, no harmful decision) and pytest. Extra arguments go to
+# a virtual env, the package with its test extra), then ruff, mypy, the import-linter layer
+# contracts, playbook validation, the rules eval (pass rate >= 90%, no harmful decision) and
+# pytest. Extra arguments go to
 # pytest, e.g. `scripts/test.sh -k detector`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
