@@ -258,7 +258,7 @@ def test_a_bad_matcher_is_a_clear_error() -> None:
 # --- whole responses on the sandbox Kubernetes API ---------------------------------------
 
 
-def world(cluster: FakeCluster, namespaces: dict[str, int]) -> None:
+def crash_loops(cluster: FakeCluster, namespaces: dict[str, int]) -> None:
     """Crash-looping deployments: `count` per namespace."""
     cluster.behave("shop/web:1", ImageBehavior(crash_after=1))
     for ns, count in namespaces.items():
@@ -365,7 +365,7 @@ async def test_a_burst_of_120_crash_loops_respects_blast_radius_and_rate_limit(
     clock: FakeClock,
 ) -> None:  # fmt: skip
     namespaces = {f"team-{n}": 20 for n in range(6)}
-    world(cluster, namespaces)
+    crash_loops(cluster, namespaces)
     await clock.advance(60)
     safety = {
         "blast_radius": {"total": 8, "per_group": 3},
@@ -454,7 +454,7 @@ async def test_shadow_mode_never_acts_whatever_the_kind(
     kind: str, tmp_path: Path, cluster: FakeCluster, server: KubeApiServer,
     store: IncidentStore, clock: FakeClock, hook: ScriptedServer,
 ) -> None:  # fmt: skip
-    world(cluster, {"shop": 1})
+    crash_loops(cluster, {"shop": 1})
     await clock.advance(60)
     action = {"id": "fix", "uses": kind, "with": shadow_params(kind, tmp_path, hook),
               "ignore_causes": True}  # fmt: skip
@@ -485,7 +485,7 @@ async def one_crash_loop(
     clock: FakeClock,
 ) -> Engine:  # fmt: skip
     """shop/web-0 crash-looping, and an engine whose playbook restarts it."""
-    world(cluster, {"shop": 1})
+    crash_loops(cluster, {"shop": 1})
     await clock.advance(60)
     return kube_engine(tmp_path, server, store, clock, ["shop"], [RESTART])
 
