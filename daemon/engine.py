@@ -155,7 +155,8 @@ class Engine:
         if fixed:
             log.warning("reload: %s changed; restart the daemon to apply it", ", ".join(fixed))
         self.settings = settings
-        if (settings.prometheus, settings.kubernetes) != (old.prometheus, old.kubernetes):
+        reconnect = (settings.prometheus, settings.kubernetes) != (old.prometheus, old.kubernetes)
+        if reconnect:  # every probe gets the new clients
             self.context = connect(settings, self.clock)
             self.responder.prometheus = dict(self.context.prometheus)
             self.responder.kubernetes = dict(self.context.kubernetes)
@@ -167,7 +168,11 @@ class Engine:
             await self._orphaned(name)
         for name, lp in wanted.items():
             current = self.runtimes.get(name)
-            if current is not None and current.playbook == lp.playbook and current.path == lp.path:
+            same = current is not None and (current.playbook, current.path) == (
+                lp.playbook,
+                lp.path,
+            )
+            if same and not reconnect:
                 continue
             runtime = PlaybookRuntime.build(lp.playbook, lp.path, self.context)
             if current is not None and current.playbook.probe_config == lp.playbook.probe_config:
@@ -202,6 +207,7 @@ class Engine:
         restores `for` state), and with the series that open incidents say are firing."""
         saved = self.store.alert_state(runtime.playbook.name)
         runtime.detector.restore(saved, now=self.clock.now())
+        self._saved[runtime.playbook.name] = bool(saved)  # so a now-empty state is written
         open_ones = {i.fingerprint for i in self.store.open_incidents()}
         for state in saved:  # firing without an incident: the fire never reached the log
             if state.phase is Phase.FIRING and state.fingerprint not in open_ones:

@@ -307,7 +307,7 @@ class Responder:
                 message = f"verified healthy after {after}: {check.message}"
                 await self._resolve(incident, message, Resolution.AUTO_REMEDIATED)
             else:
-                message = f"healthy again before any action landed: {check.message}"
+                message = f"healthy again, with no landed action to credit: {check.message}"
                 await self._resolve(incident, message, Resolution.RECOVERED)
             return False
         if check.health is Health.INCONCLUSIVE:
