@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon import systemd
+from daemon.actions.base import RECORDS_KEPT, prune_records
 from daemon.agents.chain import LLMDiagnosers
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
@@ -88,6 +89,9 @@ class Engine:
 
     async def start(self, *, schedule: bool = True) -> None:
         """Pick up open incidents from the log, then start polling."""
+        if self.responder.records is not None:
+            before = self.clock.now() - RECORDS_KEPT
+            await asyncio.to_thread(prune_records, self.responder.records, before=before)
         await self.recover()
         if schedule:
             self._start_scheduler()

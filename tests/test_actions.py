@@ -328,3 +328,17 @@ async def test_http_5xx_is_retried_on_the_fake_clock(
     assert len(recorder.requests) == 3
     keys = {r.headers["Idempotency-Key"] for r in recorder.requests}
     assert keys == {"opsmedic-incident-7-attempt-2"}  # retries reuse the key
+
+
+def test_old_attempt_records_are_pruned_and_recent_ones_kept(tmp_path: Path) -> None:
+    import os
+
+    from daemon.actions.base import prune_records
+
+    old, recent = tmp_path / "command" / "attempt-1", tmp_path / "command" / "attempt-2"
+    for record in (old, recent):
+        record.mkdir(parents=True)
+        (record / "status").write_text("0\n")
+    os.utime(old, (1_000_000, 1_000_000))
+    assert prune_records(tmp_path, before=2_000_000) == 1
+    assert not old.exists() and recent.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,22 @@ class ActionKind:
 
 
 ACTIONS: Registry[ActionKind] = Registry("action")
+
+RECORDS_KEPT = 7 * 86400.0  # how long the records of a finished attempt are kept
+
+
+def prune_records(root: Path, *, before: float) -> int:
+    """Remove the attempt records (`root/<kind>/<attempt>/`) last changed before a time;
+    returns how many. An attempt that old was reconciled long ago."""
+    removed = 0
+    for record in root.glob("*/*"):
+        try:
+            if record.is_dir() and record.stat().st_mtime < before:
+                shutil.rmtree(record)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 async def run_with_retries(
